@@ -1,0 +1,25 @@
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+here = Path(__file__).parent
+requirements = [
+    line.strip()
+    for line in (here / 'requirements.txt').read_text().splitlines()
+    if line.strip() and not line.startswith('#')
+]
+
+setup(
+    name='clip4str',
+    version='0.1.0',
+    description='A faithful, fast re-implementation of CLIP4STR (scene text recognition with CLIP)',
+    long_description=(here / 'README.md').read_text(encoding='utf-8'),
+    long_description_content_type='text/markdown',
+    license='Apache-2.0',
+    python_requires='>=3.9',
+    packages=find_packages(include=['strhub', 'strhub.*']),
+    include_package_data=True,
+    package_data={'strhub': ['**/*.txt', '**/*.gz', '**/*.ckpt', '**/*.yaml']},
+    install_requires=requirements,
+    extras_require={'test': ['pytest>=7']},
+)

@@ -1,0 +1,219 @@
+"""CLIP towers (open_clip modules, OpenAI key names) and loading of the CLIP weights users already have.
+
+The original CLIP4STR rebuilds every CLIP, OpenAI's and OpenCLIP's alike, with OpenAI's choices:
+QuickGELU in every MLP and ``heads = width // 64`` in both towers (20 vision heads for ViT-H/14,
+not open_clip's 16). The released weights only reproduce that way, so :func:`build_clip` does the same.
+"""
+
+import dataclasses
+import math
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple, Union
+
+import torch
+from open_clip.model import CLIP, CLIPTextCfg, CLIPVisionCfg
+from open_clip.tokenizer import SimpleTokenizer
+from torch import Tensor
+
+# Keys of OpenAI checkpoints that are not parameters of the model.
+_NON_PARAM_KEYS = ('input_resolution', 'context_length', 'vocab_size')
+
+
+class CLIPWeightsError(ValueError):
+    """A CLIP weight file that is missing, unreadable or of another architecture."""
+
+
+@dataclass
+class CLIPArch:
+    """Shape of a ViT CLIP. Heads are ``width // head_width`` in both towers (OpenAI's rule)."""
+
+    embed_dim: int
+    image_size: Tuple[int, int]
+    patch_size: Tuple[int, int]
+    vision_width: int
+    vision_layers: int
+    text_width: int
+    text_layers: int
+    context_length: int = 77
+    vocab_size: int = 49408
+    head_width: int = 64
+
+    def __post_init__(self):
+        self.image_size = tuple(_pair(self.image_size))
+        self.patch_size = tuple(_pair(self.patch_size))
+
+    @property
+    def grid(self) -> Tuple[int, int]:
+        return self.image_size[0] // self.patch_size[0], self.image_size[1] // self.patch_size[1]
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d['image_size'], d['patch_size'] = list(self.image_size), list(self.patch_size)
+        return d
+
+
+def _pair(v: Union[int, Sequence[int]]) -> Tuple[int, int]:
+    return (v, v) if isinstance(v, int) else (int(v[0]), int(v[1]))
+
+
+def arch_from_state_dict(state_dict: Dict[str, Tensor], image_size: Optional[Sequence[int]] = None) -> CLIPArch:
+    """Infers a ViT CLIP's shape from its (OpenAI-named) state dict.
+
+    Args:
+        state_dict: CLIP weights with OpenAI key names (``visual.conv1.weight``, ...).
+        image_size: (H, W) input size; only needed for non-square patch grids, otherwise the grid
+            is taken as square (as OpenAI's ``build_model`` does).
+    """
+    if 'visual.proj' not in state_dict or 'visual.conv1.weight' not in state_dict:
+        raise CLIPWeightsError('not a ViT CLIP state dict (no visual.proj / visual.conv1.weight)')
+    conv = state_dict['visual.conv1.weight']
+    patch = (conv.shape[2], conv.shape[3])
+    n_patches = state_dict['visual.positional_embedding'].shape[0] - 1
+    if image_size is None:
+        side = math.isqrt(n_patches)
+        if side * side != n_patches:
+            raise CLIPWeightsError(f'{n_patches} patches is not a square grid: give image_size')
+        image_size = (side * patch[0], side * patch[1])
+
+    def n_blocks(prefix: str) -> int:
+        return len({k.split('.')[len(prefix.split('.'))] for k in state_dict if k.startswith(prefix + '.')})
+
+    return CLIPArch(
+        embed_dim=state_dict['text_projection'].shape[1],
+        image_size=_pair(image_size),
+        patch_size=patch,
+        vision_width=conv.shape[0],
+        vision_layers=n_blocks('visual.transformer.resblocks'),
+        text_width=state_dict['ln_final.weight'].shape[0],
+        text_layers=n_blocks('transformer.resblocks'),
+        context_length=state_dict['positional_embedding'].shape[0],
+        vocab_size=state_dict['token_embedding.weight'].shape[0],
+    )
+
+
+def build_clip(arch: CLIPArch) -> CLIP:
+    """An open_clip ``CLIP`` whose parameter names equal OpenAI's checkpoint keys."""
+    if arch.vision_width % arch.head_width or arch.text_width % arch.head_width:
+        raise ValueError(f'widths must be multiples of head_width={arch.head_width}: {arch}')
+    vision = CLIPVisionCfg(
+        layers=arch.vision_layers,
+        width=arch.vision_width,
+        head_width=arch.head_width,
+        patch_size=arch.patch_size,
+        image_size=arch.image_size,
+    )
+    text = CLIPTextCfg(
+        context_length=arch.context_length,
+        vocab_size=arch.vocab_size,
+        width=arch.text_width,
+        heads=arch.text_width // arch.head_width,
+        layers=arch.text_layers,
+    )
+    return CLIP(arch.embed_dim, vision, text, quick_gelu=True)
+
+
+def read_clip_state_dict(path: Union[str, Path]) -> Dict[str, Tensor]:
+    """Reads CLIP weights from a local file, never downloading.
+
+    Accepts OpenAI TorchScript archives (``ViT-B-16.pt``), plain or wrapped (``{'model': ...}``,
+    ``{'state_dict': ...}``) state dicts (OpenAI-style ``.pt``, OpenCLIP ``.bin``) and
+    ``.safetensors``. Values are returned as stored.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CLIPWeightsError(f'CLIP weights file not found: {path}')
+    try:
+        if path.suffix == '.safetensors':
+            from safetensors.torch import load_file
+
+            sd = load_file(str(path))
+        elif zipfile.is_zipfile(path) and _is_torchscript(path):
+            sd = torch.jit.load(str(path), map_location='cpu').state_dict()
+        else:
+            sd = torch.load(str(path), map_location='cpu', weights_only=True)
+    except Exception as e:  # noqa: BLE001 - any reader failure is reported with the file name
+        raise CLIPWeightsError(f'cannot read CLIP weights from {path}: {type(e).__name__}: {e}') from None
+    for wrapper in ('model', 'state_dict'):
+        if isinstance(sd, dict) and isinstance(sd.get(wrapper), dict):
+            sd = sd[wrapper]
+    if not isinstance(sd, dict) or not all(isinstance(v, Tensor) for v in sd.values()):
+        raise CLIPWeightsError(f'{path} does not hold a CLIP state dict')
+    sd = {k[len('module.'):] if k.startswith('module.') else k: v for k, v in sd.items()}
+    return {k: v for k, v in sd.items() if k not in _NON_PARAM_KEYS}
+
+
+def _is_torchscript(path: Path) -> bool:
+    with zipfile.ZipFile(path) as z:
+        return any(n.endswith('constants.pkl') or '/code/' in n for n in z.namelist())
+
+
+def load_clip(path: Union[str, Path], arch: Optional[CLIPArch] = None) -> CLIP:
+    """Builds a CLIP from a weights file; ``arch`` (if given) must match the file.
+
+    As the original, weights pass through float16 before the model is cast to float32, so fp32
+    OpenCLIP files are rounded exactly as the original rounds them.
+    """
+    sd = read_clip_state_dict(path)
+    try:
+        found = arch_from_state_dict(sd, arch.image_size if arch is not None else None)
+    except (CLIPWeightsError, KeyError) as e:
+        raise CLIPWeightsError(f'{path}: {e}') from None
+    if arch is not None:
+        diff = [f'{k}: config {v} vs file {getattr(found, k)}'
+                for k, v in dataclasses.asdict(arch).items() if k != 'head_width' and getattr(found, k) != v]
+        if diff:
+            raise CLIPWeightsError(f'{path} is another CLIP architecture than configured: ' + '; '.join(diff))
+        found.head_width = arch.head_width
+    model = build_clip(found)
+    load_state_dict_strict(model, {k: v.half().float() for k, v in sd.items()}, str(path))
+    return model
+
+
+def load_state_dict_strict(module: torch.nn.Module, state_dict: Dict[str, Tensor], source: str) -> None:
+    """``load_state_dict(strict=True)`` with one readable error naming the source and first offending keys."""
+    own = module.state_dict()
+    missing = [k for k in own if k not in state_dict]
+    unexpected = [k for k in state_dict if k not in own]
+    mismatched = [f'{k} {tuple(state_dict[k].shape)} vs {tuple(v.shape)}'
+                  for k, v in own.items() if k in state_dict and state_dict[k].shape != v.shape]
+    problems = []
+    for name, keys in (('missing keys', missing), ('unexpected keys', unexpected), ('shape mismatch', mismatched)):
+        if keys:
+            problems.append(f'{len(keys)} {name}: {", ".join(keys[:5])}{" ..." if len(keys) > 5 else ""}')
+    if problems:
+        raise CLIPWeightsError(f'{source} does not fit the model: ' + '; '.join(problems))
+    module.load_state_dict(state_dict, strict=True)
+
+
+def encode_image(clip: CLIP, images: Tensor) -> Tensor:
+    """All image tokens (class + patches) after ``ln_post``, projected: (N, 3, H, W) -> (N, 1 + G, E)."""
+    v = clip.visual
+    x = v.conv1(images).flatten(2).transpose(1, 2)  # (N, G, W)
+    cls = v.class_embedding.to(x.dtype).expand(x.shape[0], 1, -1)
+    x = torch.cat([cls, x], dim=1) + v.positional_embedding.to(x.dtype)
+    x = v.transformer(v.ln_pre(x))
+    return v.ln_post(x) @ v.proj
+
+
+def encode_text(clip: CLIP, tokens: Tensor) -> Tensor:
+    """Features of every position (no pooling), projected: (N, L) ids -> (N, L, E).
+
+    Uses the first L positions and the LxL corner of the causal mask, as the original does with L=16.
+    """
+    n = tokens.shape[1]
+    x = clip.token_embedding(tokens) + clip.positional_embedding[:n]
+    x = clip.transformer(x, attn_mask=clip.attn_mask[:n, :n])
+    return clip.ln_final(x) @ clip.text_projection
+
+
+class BpeTokenizer:
+    """CLIP's BPE tokenizer: ``[SOT] bpe [EOT]`` zero-padded; too long -> cut and last token set to EOT."""
+
+    def __init__(self, context_length: int) -> None:
+        self.context_length = context_length
+        self._tok = SimpleTokenizer()
+
+    def __call__(self, texts: List[str]) -> Tensor:
+        return self._tok(texts, context_length=self.context_length)

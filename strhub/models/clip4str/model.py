@@ -1,0 +1,202 @@
+"""The CLIP4STR network (paper Fig. 2): CLIP image encoder -> visual decoder -> CLIP text encoder ->
+cross-modal decoder. A plain ``nn.Module``; training logic lives in ``system.py``.
+"""
+
+from typing import List, Optional, Tuple
+
+import torch
+from torch import Tensor, nn
+
+from strhub.data.utils import CharsetAdapter, Tokenizer
+from strhub.models.clip import BpeTokenizer, encode_image, encode_text
+from strhub.models.clip4str.decoder import Decoder
+
+
+def causal_mask(size: int, device: torch.device) -> Tensor:
+    """(size, size) float mask, -inf above the diagonal."""
+    return torch.triu(torch.full((size, size), float('-inf'), device=device), 1)
+
+
+def cloze_mask(size: int, device: torch.device) -> Tensor:
+    """Refinement mask: query k sees every context position except k + 1 (its own token)."""
+    mask = torch.zeros(size, size, device=device)
+    idx = torch.arange(size - 1, device=device)
+    mask[idx, idx + 1] = float('-inf')
+    return mask
+
+
+class CLIP4STR(nn.Module):
+    """CLIP4STR: a visual branch and a cross-modal branch on top of one CLIP.
+
+    State-dict names equal the released checkpoints: ``clip_model.*`` (OpenAI CLIP keys),
+    ``visual_decoder.*`` and ``cross_decoder.*``.
+
+    Args:
+        clip_model: an open_clip ``CLIP`` (see ``strhub.models.clip``); decoder width = its embed dim.
+        charset_train: characters the heads predict (``len + 1`` classes with ``[E]``).
+        charset_test: charset the visual prediction is adapted to before it becomes a caption.
+        max_label_length: longest label; ``max_label_length + 1`` decoding steps.
+        context_length: CLIP text positions used for captions (16 in the original).
+        decode_ar: autoregressive (True) or single-pass (False) decoding.
+        refine_iters: cloze refinement iterations after decoding.
+        use_language_model: build the cross-modal branch (False: PARSeq-like visual-only model).
+        image_detach: stop the cross-modal loss at the image tokens.
+    """
+
+    def __init__(
+        self,
+        clip_model: nn.Module,
+        charset_train: str,
+        charset_test: str,
+        max_label_length: int,
+        context_length: int,
+        dec_num_heads: int,
+        dec_mlp_ratio: int,
+        dec_depth: int,
+        dropout: float,
+        decode_ar: bool,
+        refine_iters: int,
+        use_language_model: bool = True,
+        image_detach: bool = True,
+    ):
+        super().__init__()
+        self.clip_model = clip_model
+        self.tokenizer = Tokenizer(charset_train)
+        self.charset_test = charset_test
+        self.max_label_length = max_label_length
+        self.decode_ar = decode_ar
+        self.refine_iters = refine_iters
+        self.image_detach = image_detach
+        self.bpe = BpeTokenizer(context_length)
+        width = clip_model.text_projection.shape[1]
+
+        def decoder() -> Decoder:
+            return Decoder(
+                width,
+                dec_num_heads,
+                dec_mlp_ratio,
+                dec_depth,
+                dropout,
+                num_tokens=len(self.tokenizer),
+                num_classes=len(self.tokenizer) - 2,
+                max_len=max_label_length + 1,
+            )
+
+        self.visual_decoder = decoder()
+        self.cross_decoder = decoder() if use_language_model else None
+
+    @property
+    def charset_test(self) -> str:
+        return self.charset_adapter.charset
+
+    @charset_test.setter
+    def charset_test(self, charset: str) -> None:
+        # The test charset also shapes the captions fed to the text encoder, as in the original.
+        self.charset_adapter = CharsetAdapter(charset)
+
+    @property
+    def device(self) -> torch.device:
+        return self.visual_decoder.pos_queries.device
+
+    def encode(self, images: Tensor) -> Tensor:
+        """Image tokens: (N, 3, H, W) -> (N, 1 + G, D)."""
+        return encode_image(self.clip_model, images)
+
+    def captions(self, visual_logits: Tensor) -> List[str]:
+        """Greedy strings of the visual prediction, adapted to the test charset."""
+        probs = visual_logits.detach().float().softmax(-1)
+        return self.tokenizer.decode_fast(probs, charset_adapter=self.charset_adapter)
+
+    def cross_memory(self, visual_logits: Tensor, memory: Tensor) -> Tensor:
+        """Memory of the cross-modal decoder: [image tokens ; CLIP text features of the caption].
+
+        Args:
+            visual_logits: (N, L, C) visual-branch logits (detached here: captions are argmax strings).
+            memory: (N, S, D) image tokens.
+
+        Returns:
+            (N, S + context_length, D)
+        """
+        tokens = self.bpe(self.captions(visual_logits)).to(memory.device)
+        text = encode_text(self.clip_model, tokens)
+        image = memory.detach() if self.image_detach else memory
+        return torch.cat([image, text.to(image.dtype)], dim=1)
+
+    def _ar_decode(self, decoder: Decoder, memory: Tensor, num_steps: int, stop_early: bool) -> Tensor:
+        """Greedy autoregressive decoding; ``stop_early`` stops once every row has emitted ``[E]``."""
+        n = memory.shape[0]
+        tgt_in = torch.full((n, num_steps), self.tokenizer.pad_id, dtype=torch.long, device=memory.device)
+        tgt_in[:, 0] = self.tokenizer.bos_id
+        pos_queries = decoder.pos_queries[:, :num_steps].expand(n, -1, -1)
+        mask = causal_mask(num_steps, memory.device)
+        logits = []
+        for i in range(num_steps):
+            j = i + 1
+            step_logits = decoder(
+                tgt_in[:, :j], memory, pos_queries[:, i:j], tgt_query_mask=mask[i:j, :j], content_mask=mask[:j, :j]
+            )[0]
+            logits.append(step_logits)
+            if j < num_steps:
+                tgt_in[:, j] = step_logits.squeeze(1).argmax(-1)
+                if stop_early and (tgt_in == self.tokenizer.eos_id).any(dim=-1).all():
+                    break
+        return torch.cat(logits, dim=1)
+
+    def _nar_decode(self, decoder: Decoder, memory: Tensor, num_steps: int) -> Tensor:
+        """All positions in one pass from ``[B]`` alone."""
+        n = memory.shape[0]
+        tgt_in = torch.full((n, 1), self.tokenizer.bos_id, dtype=torch.long, device=memory.device)
+        return decoder(tgt_in, memory, decoder.pos_queries[:, :num_steps].expand(n, -1, -1))[0]
+
+    def _decode(self, decoder: Decoder, memory: Tensor, num_steps: int, stop_early: bool) -> Tensor:
+        if self.decode_ar:
+            return self._ar_decode(decoder, memory, num_steps, stop_early)
+        return self._nar_decode(decoder, memory, num_steps)
+
+    def _refine(self, decoder: Decoder, logits: Tensor, memory: Tensor, num_steps: int) -> Tensor:
+        """One cloze pass: every position re-predicted from all the others (previous argmax as context)."""
+        n = logits.shape[0]
+        bos = torch.full((n, 1), self.tokenizer.bos_id, dtype=torch.long, device=logits.device)
+        tgt_in = torch.cat([bos, logits[:, :-1].argmax(-1)], dim=1)
+        length = tgt_in.shape[1]
+        # The first [E] and everything after it are hidden from the context.
+        padding = (tgt_in == self.tokenizer.eos_id).int().cumsum(-1) > 0
+        # The original aliases its content and query masks, so the content mask is the cloze mask too
+        # (only read when dec_depth > 1). After an early AR stop, length < num_steps: the num_steps
+        # queries then attend to the shorter context, exactly as the original.
+        mask = cloze_mask(num_steps, logits.device)
+        pos_queries = decoder.pos_queries[:, :num_steps].expand(n, -1, -1)
+        return decoder(tgt_in, memory, pos_queries, mask[:, :length], mask[:length, :length], padding)[0]
+
+    def forward(self, images: Tensor, max_length: Optional[int] = None) -> Tensor:
+        """Recognises text.
+
+        Args:
+            images: (N, 3, H, W) normalised images.
+            max_length: decode exactly ``max_length + 1`` steps (validation); None = up to
+                ``max_label_length + 1`` steps with an early stop once every row has ended.
+
+        Returns:
+            Logits (N, T, C) of the cross-modal branch (of the visual branch without it).
+        """
+        return self.forward_branches(images, max_length)[1]
+
+    def forward_branches(self, images: Tensor, max_length: Optional[int] = None) -> Tuple[Tensor, Tensor]:
+        """Like :meth:`forward` but returns (visual logits, final logits)."""
+        stop_early = max_length is None
+        max_length = self.max_label_length if max_length is None else min(max_length, self.max_label_length)
+        num_steps = max_length + 1
+        memory = self.encode(images)
+        visual_logits = self._decode(self.visual_decoder, memory, num_steps, stop_early)
+        if self.cross_decoder is None:
+            for _ in range(self.refine_iters):
+                visual_logits = self._refine(self.visual_decoder, visual_logits, memory, num_steps)
+            return visual_logits, visual_logits
+        # The cross loop runs as many steps as the visual one did, without early stop.
+        cross_memory = self.cross_memory(visual_logits, memory)
+        cross_logits = self._decode(self.cross_decoder, cross_memory, visual_logits.shape[1], stop_early=False)
+        for _ in range(self.refine_iters):
+            visual_logits = self._refine(self.visual_decoder, visual_logits, memory, num_steps)
+            cross_memory = self.cross_memory(visual_logits, memory)
+            cross_logits = self._refine(self.cross_decoder, cross_logits, cross_memory, num_steps)
+        return visual_logits, cross_logits
