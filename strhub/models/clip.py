@@ -93,6 +93,13 @@ def arch_from_state_dict(state_dict: Dict[str, Tensor], image_size: Optional[Seq
     )
 
 
+def clip_arch_of(model: CLIP) -> CLIPArch:
+    """The architecture of a built CLIP."""
+    arch = arch_from_state_dict(model.state_dict(), model.visual.image_size)
+    arch.head_width = arch.vision_width // model.visual.transformer.resblocks[0].attn.num_heads
+    return arch
+
+
 def build_clip(arch: CLIPArch) -> CLIP:
     """An open_clip ``CLIP`` whose parameter names equal OpenAI's checkpoint keys."""
     if arch.vision_width % arch.head_width or arch.text_width % arch.head_width:

@@ -1,0 +1,98 @@
+"""Shared evaluation for scene-text recognisers: metrics and the validation/test steps."""
+
+from dataclasses import dataclass
+from typing import List, Sequence, Tuple
+
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from nltk import edit_distance
+from torch import Tensor
+
+
+@dataclass
+class BatchResult:
+    """Sums over one batch (or one set): divide by ``num_samples`` for the metrics."""
+
+    num_samples: int = 0
+    correct: int = 0
+    ned: float = 0.0
+    confidence: float = 0.0
+    label_length: int = 0
+    loss: float = 0.0
+    loss_numel: int = 0
+
+    def __iadd__(self, other: 'BatchResult') -> 'BatchResult':
+        for k in self.__dataclass_fields__:
+            setattr(self, k, getattr(self, k) + getattr(other, k))
+        return self
+
+    def metrics(self) -> dict:
+        n = max(self.num_samples, 1)
+        return {
+            'accuracy': 100 * self.correct / n,
+            'one_minus_ned': 100 * (1 - self.ned / n),
+            'confidence': 100 * self.confidence / n,
+            'label_length': self.label_length / n,
+            'num_samples': self.num_samples,
+        }
+
+
+def score_predictions(preds: Sequence[str], confidences: Sequence[float], labels: Sequence[str]) -> BatchResult:
+    """Word accuracy, normalised edit distance (ICDAR 2019), confidence and predicted length sums."""
+    res = BatchResult(num_samples=len(labels))
+    for pred, conf, gt in zip(preds, confidences, labels):
+        res.confidence += conf
+        res.ned += edit_distance(pred, gt) / max(len(pred), len(gt), 1)
+        res.correct += pred == gt
+        res.label_length += len(pred)
+    return res
+
+
+class BaseSystem(pl.LightningModule):
+    """Evaluation common to all recognisers. Subclasses provide ``tokenizer``, ``charset_adapter``,
+    ``forward(images, max_length=None)`` and ``training_step``."""
+
+    def predict(self, images: Tensor) -> Tuple[List[str], List[float], Tensor]:
+        """Raw predictions (full training charset), word confidences and the logits."""
+        logits = self.forward(images)
+        preds, probs = self.tokenizer.decode(logits.float().softmax(-1))
+        return preds, [p.prod().item() for p in probs], logits
+
+    def eval_batch(self, images: Tensor, labels: Sequence[str], validation: bool) -> BatchResult:
+        """Scores a batch. Validation decodes exactly as many steps as the longest label (no early stop)
+        and also returns the loss; predictions are adapted to the test charset before comparison."""
+        if validation:
+            targets = self.tokenizer.encode(labels, self.device)[:, 1:]
+            logits = self.forward(images, targets.shape[1] - 1)
+            loss = F.cross_entropy(logits.flatten(end_dim=1).float(), targets.flatten(), ignore_index=self.tokenizer.pad_id)
+            loss_numel = int((targets != self.tokenizer.pad_id).sum())
+        else:
+            logits = self.forward(images)
+            loss, loss_numel = torch.tensor(0.0), 0
+        preds, probs = self.tokenizer.decode(logits.float().softmax(-1))
+        preds = [self.charset_adapter(p) for p in preds]
+        res = score_predictions(preds, [p.prod().item() for p in probs], labels)
+        res.loss, res.loss_numel = loss.item() * loss_numel, loss_numel
+        return res
+
+    def on_validation_epoch_start(self) -> None:
+        self._val_result = BatchResult()
+
+    def validation_step(self, batch, batch_idx: int) -> None:
+        images, labels = batch
+        self._val_result += self.eval_batch(images, labels, validation=True)
+
+    def on_validation_epoch_end(self) -> None:
+        r = self._val_result
+        # Exact global metrics: sum the counts over all ranks before dividing.
+        sums = torch.tensor(
+            [r.num_samples, r.correct, r.ned, r.loss, r.loss_numel], dtype=torch.float64, device=self.device
+        )
+        sums = self.trainer.strategy.reduce(sums, reduce_op='sum') if self.trainer.world_size > 1 else sums
+        n, correct, ned, loss, numel = sums.tolist()
+        acc = correct / max(n, 1)
+        self.log('val_accuracy', 100 * acc, prog_bar=True)
+        self.log('val_NED', 100 * (1 - ned / max(n, 1)), prog_bar=True)
+        self.log('val_loss', loss / max(numel, 1))
+        self.log('hp_metric', acc)

@@ -1,0 +1,232 @@
+"""CLIP4STR as a LightningModule: construction from config, freezing, the PSM loss, optimiser and schedule."""
+
+import logging
+import random
+from typing import Any, Dict, Optional, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torch.optim import AdamW
+from torch.optim.lr_scheduler import OneCycleLR
+
+from strhub.models.base import BaseSystem
+from strhub.models.clip import CLIPArch, build_clip, clip_arch_of, load_clip
+from strhub.models.clip4str.model import CLIP4STR
+from strhub.models.clip4str.perm import gen_tgt_perms, generate_attn_masks
+
+log = logging.getLogger(__name__)
+
+# The original freezes whole towers only from 12 layers on, whatever the tower's depth (so "6" freezes
+# 6 of the 24 text blocks of ViT-H/14); kept for equivalence.
+_FULL_FREEZE_LAYERS = 12
+_NO_DECAY_NAMES = ('bn', 'ln', 'bias', 'logit_scale', 'pos_queries', 'text_embed')
+
+
+class CLIP4STRSystem(BaseSystem):
+    """Trains and evaluates :class:`CLIP4STR`.
+
+    The CLIP comes from ``clip_pretrained`` (a local weights file) or, with ``clip_pretrained=None``,
+    is built randomly from ``clip_arch`` (tiny models, and the skeleton a checkpoint is loaded into).
+    When both are given the file must have the configured shape.
+    """
+
+    def __init__(
+        self,
+        charset_train: str,
+        charset_test: str,
+        max_label_length: int,
+        batch_size: int,
+        lr: float,
+        warmup_pct: float,
+        weight_decay: float,
+        img_size: Sequence[int],
+        clip_pretrained: Optional[str],
+        clip_arch: Optional[Dict[str, Any]],
+        context_length: int,
+        dec_num_heads: int,
+        dec_mlp_ratio: int,
+        dec_depth: int,
+        dropout: float,
+        perm_num: int,
+        perm_forward: bool,
+        perm_mirrored: bool,
+        decode_ar: bool,
+        refine_iters: int,
+        use_language_model: bool,
+        image_detach: bool,
+        cross_loss_w: float,
+        image_freeze_nlayer: int,
+        text_freeze_nlayer: int,
+        coef_lr: float,
+        coef_wd: float,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        arch = CLIPArch(**clip_arch) if clip_arch is not None else None
+        if clip_pretrained:
+            clip = load_clip(clip_pretrained, arch)
+        elif arch is not None:
+            clip = build_clip(arch)
+        else:
+            raise ValueError('set model.clip_pretrained (a CLIP weights file) or model.clip_arch (random init)')
+        if tuple(img_size) != tuple(clip.visual.image_size):
+            raise ValueError(f'img_size {list(img_size)} differs from the CLIP input size {list(clip.visual.image_size)}')
+        if perm_mirrored and perm_num % 2:
+            raise ValueError(f'perm_num must be even with perm_mirrored (got {perm_num})')
+        # Record the resolved architecture so the checkpoint rebuilds without the CLIP file.
+        clip_arch = clip_arch_of(clip).to_dict()
+        self.save_hyperparameters()
+        self.model = CLIP4STR(
+            clip, charset_train, charset_test, max_label_length, context_length, dec_num_heads, dec_mlp_ratio,
+            dec_depth, dropout, decode_ar, refine_iters, use_language_model, image_detach,
+        )
+        self.rng = np.random.default_rng(seed)  # permutation pools for short batches (the original's is unseeded)
+        self.frozen_modules = self._freeze(image_freeze_nlayer, text_freeze_nlayer)
+
+    # -- inference -------------------------------------------------------------------------------------
+    @property
+    def tokenizer(self):
+        return self.model.tokenizer
+
+    @property
+    def charset_adapter(self):
+        return self.model.charset_adapter
+
+    def forward(self, images: Tensor, max_length: Optional[int] = None) -> Tensor:
+        return self.model(images, max_length)
+
+    # -- freezing --------------------------------------------------------------------------------------
+    def _freeze(self, image_nlayer: int, text_nlayer: int) -> list:
+        """Freezes lower CLIP blocks (the original's rules); returns the modules to keep in eval mode."""
+        clip = self.model.clip_model
+        frozen_modules = []
+        if image_nlayer > -1:
+            for name, p in clip.visual.named_parameters():
+                kept = name.startswith(('ln_post', 'proj', 'conv1', 'ln_pre'))
+                block = _block_index(name)
+                if image_nlayer >= _FULL_FREEZE_LAYERS or not (kept or (block is not None and block >= image_nlayer)):
+                    p.requires_grad_(False)
+            frozen_modules += list(clip.visual.transformer.resblocks)[: max(image_nlayer, 0)]
+        if text_nlayer > -1:
+            full = text_nlayer >= _FULL_FREEZE_LAYERS
+            for name, p in clip.named_parameters():
+                if name.startswith('visual'):
+                    continue
+                block = _block_index(name)
+                trainable = name.startswith(('ln_final.', 'text_projection')) or (block is not None and block >= text_nlayer)
+                if full or not trainable:
+                    p.requires_grad_(False)
+            frozen_modules += list(clip.transformer.resblocks)[:text_nlayer]
+            if full:
+                frozen_modules.append(clip.ln_final)
+        return frozen_modules
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if mode:
+            for m in self.frozen_modules:
+                m.eval()
+        return self
+
+    # -- training --------------------------------------------------------------------------------------
+    def training_loss(self, images: Tensor, labels: Sequence[str], perms: Tensor) -> Tensor:
+        """PSM loss of both branches for explicit permutations.
+
+        Args:
+            images: (N, 3, H, W).
+            labels: N strings.
+            perms: (P, T + 2) decoding orders (see :func:`gen_tgt_perms`).
+
+        Returns:
+            Sum of the visual and ``cross_loss_w`` x cross-modal token-weighted mean cross-entropies.
+        """
+        model, tok = self.model, self.tokenizer
+        tgt = tok.encode(labels, images.device)
+        memory = model.encode(images)
+        tgt_in, tgt_out = tgt[:, :-1], tgt[:, 1:]
+        padding = (tgt_in == tok.pad_id) | (tgt_in == tok.eos_id)
+        n = (tgt_out != tok.pad_id).sum().item()
+        loss, loss_numel = 0.0, 0
+        for i, perm in enumerate(perms.to(images.device)):
+            content_mask, query_mask = generate_attn_masks(perm)
+            visual_logits = model.visual_decoder(tgt_in, memory, None, query_mask, content_mask, padding)[0]
+            loss = loss + n * _ce(visual_logits, tgt_out, tok.pad_id)
+            if model.cross_decoder is not None:
+                # Teacher forcing with the ground truth; memory from this permutation's visual prediction.
+                cross_memory = model.cross_memory(visual_logits, memory)
+                cross_logits = model.cross_decoder(tgt_in, cross_memory, None, query_mask, content_mask, padding)[0]
+                loss = loss + self.hparams.cross_loss_w * n * _ce(cross_logits, tgt_out, tok.pad_id)
+            loss_numel += n
+            if i == 1:
+                # Only the canonical and reverse orders learn [E].
+                tgt_out = torch.where(tgt_out == tok.eos_id, tok.pad_id, tgt_out)
+                n = (tgt_out != tok.pad_id).sum().item()
+        return loss / loss_numel
+
+    def training_step(self, batch, batch_idx: int) -> Tensor:
+        images, labels = batch
+        max_len = max(len(y) for y in labels)
+        hp = self.hparams
+        perms = gen_tgt_perms(max_len, hp.perm_num, hp.perm_forward, hp.perm_mirrored, self.rng)
+        loss = self.training_loss(images, labels, perms)
+        self.log('loss', loss, prog_bar=True, batch_size=len(labels))
+        return loss
+
+    def configure_optimizers(self):
+        hp = self.hparams
+        # Linear scaling with a reference global batch of 512 (the original uses devices per node; we use
+        # the world size so multi-node runs scale the same way).
+        agb = self.trainer.accumulate_grad_batches
+        lr = agb * self.trainer.world_size * hp.batch_size / 512 * hp.lr
+        groups = {k: [] for k in ('clip_no_decay', 'clip_decay', 'dec_no_decay', 'dec_decay')}
+        for name, p in self.model.named_parameters():
+            if not p.requires_grad:
+                continue
+            part = 'clip' if name.startswith('clip_model') else 'dec'
+            no_decay = p.ndim < 2 or any(k in name for k in _NO_DECAY_NAMES)
+            groups[f'{part}_{"no_decay" if no_decay else "decay"}'].append(p)
+        dec_lr = lr * hp.coef_lr
+        param_groups = [
+            {'params': groups['clip_no_decay'], 'weight_decay': 0.0, 'lr': lr},
+            {'params': groups['clip_decay'], 'weight_decay': hp.weight_decay, 'lr': lr},
+            {'params': groups['dec_no_decay'], 'weight_decay': 0.0, 'lr': dec_lr},
+            {'params': groups['dec_decay'], 'weight_decay': hp.weight_decay * hp.coef_wd, 'lr': dec_lr},
+        ]
+        optimizer = AdamW(param_groups, lr, betas=(0.9, 0.98), eps=1e-6)
+        sched = OneCycleLR(
+            optimizer, [lr, lr, dec_lr, dec_lr], self.trainer.estimated_stepping_batches,
+            pct_start=hp.warmup_pct, cycle_momentum=False,
+        )
+        return {'optimizer': optimizer, 'lr_scheduler': {'scheduler': sched, 'interval': 'step'}}
+
+    def optimizer_zero_grad(self, epoch, batch_idx, optimizer):
+        optimizer.zero_grad(set_to_none=True)
+
+    # -- exact resume: the RNGs that draw permutations and augmentations --------------------------------
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint['rng_states'] = {
+            'perm_rng': self.rng.bit_generator.state,
+            'torch': torch.get_rng_state(),
+            'numpy': np.random.get_state(),
+            'python': random.getstate(),
+        }
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        states = checkpoint.get('rng_states')
+        if states:
+            self.rng.bit_generator.state = states['perm_rng']
+            torch.set_rng_state(states['torch'])
+            np.random.set_state(states['numpy'])
+            random.setstate(states['python'])
+
+
+def _ce(logits: Tensor, targets: Tensor, pad_id: int) -> Tensor:
+    return F.cross_entropy(logits.flatten(end_dim=1).float(), targets.flatten(), ignore_index=pad_id)
+
+
+def _block_index(name: str) -> Optional[int]:
+    """k for parameters of ``...resblocks.k.*``, else None."""
+    parts = name.split('.')
+    return int(parts[parts.index('resblocks') + 1]) if 'resblocks' in parts else None
