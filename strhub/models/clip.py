@@ -17,8 +17,8 @@ from open_clip.model import CLIP, CLIPTextCfg, CLIPVisionCfg
 from open_clip.tokenizer import SimpleTokenizer
 from torch import Tensor
 
-# Keys of OpenAI checkpoints that are not parameters of the model.
-_NON_PARAM_KEYS = ('input_resolution', 'context_length', 'vocab_size')
+# Entries of CLIP files that are not parameters (OpenAI's metadata; a causal mask some exports store).
+_NON_PARAM_KEYS = ('input_resolution', 'context_length', 'vocab_size', 'attn_mask')
 
 
 class CLIPWeightsError(ValueError):

@@ -1,0 +1,214 @@
+"""``SceneTextDataModule``: LMDB train/val/test data for CLIP4STR (spec §3.3, §3.4)."""
+
+import os
+import random
+from functools import partial
+from pathlib import PurePath
+from typing import Callable, Dict, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import ConcatDataset, DataLoader, Dataset
+
+from .dataset import LmdbDataset, build_tree_dataset
+from .transforms import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD, get_transform
+
+
+def seed_worker(worker_id: int, rank: int = 0) -> None:
+    """DataLoader ``worker_init_fn``: re-seeds python ``random``, NumPy and torch in a worker, mixing in the rank.
+
+    The augmentation draws from python ``random`` (op probability, sign, resampling filter) and NumPy (op choice,
+    noise). PyTorch already seeds all three in each worker from ``base_seed + worker_id``, where the DataLoader draws
+    ``base_seed`` from its generator whenever workers start (so it is a function of the module's ``seed``, and
+    differs per epoch unless workers are persistent, whose RNG streams then simply continue). That seed does not
+    depend on the process rank, and the generator is seeded identically on every rank, so without the rank
+    data-parallel processes would augment in lockstep.
+
+    Args:
+        worker_id: given by the DataLoader.
+        rank: global rank of this process, bound with ``functools.partial`` (picklable).
+    """
+    seq = np.random.SeedSequence([torch.initial_seed(), worker_id, rank])
+    torch_seed, np_seed, py_seed = seq.generate_state(3, dtype=np.uint64).tolist()
+    torch.manual_seed(torch_seed)
+    np.random.seed(np_seed & 0xFFFFFFFF)  # the legacy global NumPy RNG takes 32-bit seeds
+    random.seed(py_seed)
+
+
+class SceneTextDataModule(pl.LightningDataModule):
+    """LMDB scene-text data laid out as ``<root_dir>/{train/<train_dir>,val,test/<name>}`` (spec §3.3).
+
+    Train and val images are normalised with the OpenAI CLIP statistics (``openai_meanstd``, else 0.5/0.5); test
+    images with 0.5/0.5 like the original's ``test.py`` (spec §3.4 quirk; the published numbers were produced so)
+    unless ``test_openai_meanstd``. Batches are default-collated: ``(images (B, 3, H, W) float32, labels)`` with the
+    labels a tuple of B str.
+
+    Args:
+        root_dir: dataset root.
+        train_dir: sub-directory (or several, e.g. a mix) of ``<root_dir>/train`` searched for LMDBs.
+        img_size: (H, W) after resizing.
+        max_label_length: labels longer than this before charset filtering are skipped.
+        charset_train: charset of the training labels.
+        charset_test: charset of validation and test labels.
+        batch_size: per-process batch size.
+        num_workers: DataLoader workers.
+        augment: RandAugment on training images.
+        remove_whitespace: strip whitespace from labels.
+        normalize_unicode: NFKD + ASCII labels.
+        min_image_dim: skip images with a smaller side (0 disables).
+        rotation: test-time rotation in degrees (counter-clockwise, canvas expanded).
+        collate_fn: DataLoader collate function (None: default collation).
+        openai_meanstd: train/val normalisation with the OpenAI CLIP statistics instead of 0.5/0.5.
+        seed: seeds the shuffling generator and, through it, the worker RNGs.
+        test_openai_meanstd: test normalisation with the OpenAI CLIP statistics instead of 0.5/0.5.
+        pin_memory: DataLoader ``pin_memory``; None means only when CUDA is available (no CPU warning).
+
+    Raises:
+        FileNotFoundError: ``root_dir`` does not exist.
+    """
+
+    TEST_BENCHMARK_SUB = ('IIIT5k', 'SVT', 'IC13_1015', 'IC15_1811', 'IC15_2077', 'SVTP', 'CUTE80', 'HOST', 'WOST')
+    # Identical to TEST_BENCHMARK_SUB in CLIP4STR (PARSeq's subset used IC13_857); spec §3.3.
+    TEST_BENCHMARK = ('IIIT5k', 'SVT', 'IC13_1015', 'IC15_1811', 'IC15_2077', 'SVTP', 'CUTE80', 'HOST', 'WOST')
+    TEST_NEW = ('ArT', 'COCOv1.4', 'Uber')
+    # Ordered union (the original used tuple(set(...)), whose order varies between runs).
+    TEST_ALL = tuple(dict.fromkeys(TEST_BENCHMARK_SUB + TEST_BENCHMARK + TEST_NEW))
+
+    # The original has an ``output_url`` argument between collate_fn and openai_meanstd, used only to copy outputs to
+    # remote storage; it is not kept. seed, test_openai_meanstd and pin_memory are additions.
+    def __init__(
+        self,
+        root_dir: Union[str, os.PathLike],
+        train_dir: Union[str, Sequence[str]],
+        img_size: Sequence[int],
+        max_label_length: int,
+        charset_train: str,
+        charset_test: str,
+        batch_size: int,
+        num_workers: int,
+        augment: bool,
+        remove_whitespace: bool = True,
+        normalize_unicode: bool = True,
+        min_image_dim: int = 0,
+        rotation: int = 0,
+        collate_fn: Optional[Callable] = None,
+        openai_meanstd: bool = True,
+        seed: int = 0,
+        test_openai_meanstd: bool = False,
+        pin_memory: Optional[bool] = None,
+    ) -> None:
+        super().__init__()
+        if not os.path.isdir(root_dir):
+            raise FileNotFoundError(f'data root_dir not found: {root_dir}')
+        self.root_dir = str(root_dir)
+        self.train_dir = (train_dir,) if isinstance(train_dir, (str, os.PathLike)) else tuple(train_dir)
+        self.img_size = tuple(img_size)
+        self.max_label_length = max_label_length
+        self.charset_train = charset_train
+        self.charset_test = charset_test
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        self.augment = augment
+        self.remove_whitespace = remove_whitespace
+        self.normalize_unicode = normalize_unicode
+        self.min_image_dim = min_image_dim
+        self.rotation = rotation
+        self.collate_fn = collate_fn
+        self.seed = seed
+        self.pin_memory = torch.cuda.is_available() if pin_memory is None else pin_memory
+        self.mean = OPENAI_DATASET_MEAN if openai_meanstd else 0.5
+        self.std = OPENAI_DATASET_STD if openai_meanstd else 0.5
+        self.test_mean = OPENAI_DATASET_MEAN if test_openai_meanstd else 0.5
+        self.test_std = OPENAI_DATASET_STD if test_openai_meanstd else 0.5
+        self._train_dataset: Optional[Dataset] = None
+        self._val_dataset: Optional[Dataset] = None
+
+    # Kept as a static method: the original's test.py/read.py call SceneTextDataModule.get_transform(...).
+    get_transform = staticmethod(get_transform)
+
+    def _dataset_kwargs(self, charset: str) -> dict:
+        return dict(
+            charset=charset,
+            max_label_len=self.max_label_length,
+            min_image_dim=self.min_image_dim,
+            remove_whitespace=self.remove_whitespace,
+            normalize_unicode=self.normalize_unicode,
+        )
+
+    def _require_dir(self, path: PurePath, what: str) -> str:
+        if not os.path.isdir(path):
+            raise FileNotFoundError(f'{what} directory not found: {path}')
+        return str(path)
+
+    @property
+    def train_dataset(self) -> Dataset:
+        """Every LMDB under ``<root_dir>/train/<train_dir>`` (each dir, in the given order), ``charset_train``."""
+        if self._train_dataset is None:
+            transform = get_transform(self.img_size, self.augment, mean=self.mean, std=self.std)
+            roots = [self._require_dir(PurePath(self.root_dir, 'train', d), 'training data') for d in self.train_dir]
+            datasets = [
+                build_tree_dataset(r, transform=transform, **self._dataset_kwargs(self.charset_train)) for r in roots
+            ]
+            self._train_dataset = datasets[0] if len(datasets) == 1 else ConcatDataset(datasets)
+        return self._train_dataset
+
+    @property
+    def val_dataset(self) -> Dataset:
+        """Every LMDB under ``<root_dir>/val``, filtered with ``charset_test``, train normalisation, no augment."""
+        if self._val_dataset is None:
+            transform = get_transform(self.img_size, mean=self.mean, std=self.std)
+            root = self._require_dir(PurePath(self.root_dir, 'val'), 'validation data')
+            self._val_dataset = build_tree_dataset(root, transform=transform, **self._dataset_kwargs(self.charset_test))
+        return self._val_dataset
+
+    def _rank(self) -> int:
+        trainer = getattr(self, 'trainer', None)
+        if trainer is not None:
+            return trainer.global_rank
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            return torch.distributed.get_rank()
+        return 0
+
+    def _loader(self, dataset: Dataset, shuffle: bool, persistent: bool) -> DataLoader:
+        # A fresh generator per loader: the shuffled order and the worker seeds are a function of `seed` alone. With
+        # num_workers=0 the augmentation uses the main process RNGs (seed them with pl.seed_everything).
+        generator = torch.Generator()
+        generator.manual_seed(self.seed)
+        return DataLoader(
+            dataset,
+            batch_size=self.batch_size,
+            shuffle=shuffle,
+            num_workers=self.num_workers,
+            persistent_workers=persistent and self.num_workers > 0,
+            pin_memory=self.pin_memory,
+            collate_fn=self.collate_fn,
+            worker_init_fn=partial(seed_worker, rank=self._rank()),
+            generator=generator,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.train_dataset, shuffle=True, persistent=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.val_dataset, shuffle=False, persistent=True)
+
+    def available_test_sets(self, subset: Sequence[str] = TEST_ALL) -> Tuple[str, ...]:
+        """The names of ``subset`` (in order) that exist as directories under ``<root_dir>/test``."""
+        return tuple(s for s in subset if os.path.isdir(PurePath(self.root_dir, 'test', s)))
+
+    def test_dataloaders(self, subset: Sequence[str]) -> Dict[str, DataLoader]:
+        """One loader per test set ``<root_dir>/test/<name>`` (a single LMDB each), in ``subset`` order.
+
+        Uses ``charset_test`` and 0.5/0.5 normalisation unless ``test_openai_meanstd``. Test loaders are not
+        persistent (as the original): they are iterated once. Use ``available_test_sets`` to drop missing sets.
+
+        Raises:
+            FileNotFoundError: a requested test set does not exist.
+        """
+        transform = get_transform(self.img_size, rotation=self.rotation, mean=self.test_mean, std=self.test_std)
+        root = PurePath(self.root_dir, 'test')
+        datasets = {
+            s: LmdbDataset(root / s, transform=transform, **self._dataset_kwargs(self.charset_test)) for s in subset
+        }
+        return {k: self._loader(v, shuffle=False, persistent=False) for k, v in datasets.items()}

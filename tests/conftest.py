@@ -1,0 +1,43 @@
+"""Shared pytest fixtures."""
+
+import io
+from pathlib import Path
+from typing import Callable, Iterable, Tuple, Union
+
+import pytest
+from PIL import Image
+
+from strhub.data.lmdb_io import write_lmdb
+
+# --- Tiny LMDB data ------------------------------------------------------------------------------------------------
+
+
+def _png_bytes(color=(255, 0, 0), size: Tuple[int, int] = (48, 16), mode: str = 'RGB') -> bytes:
+    buf = io.BytesIO()
+    Image.new(mode, size, color).save(buf, format='PNG')
+    return buf.getvalue()
+
+
+@pytest.fixture
+def png_bytes() -> Callable[..., bytes]:
+    """``png_bytes(color=(255, 0, 0), size=(W, H)=(48, 16), mode='RGB')``: a solid-colour PNG, encoded."""
+    return _png_bytes
+
+
+@pytest.fixture
+def make_lmdb(tmp_path: Path) -> Callable[[str, Iterable[Union[str, Tuple[bytes, str]]]], Path]:
+    """``make_lmdb(rel_dir, samples)``: writes an STR LMDB at ``tmp_path / rel_dir`` and returns its directory.
+
+    ``samples`` holds labels (each gets a 48x16 PNG of a distinct colour, so that images identify their record) or
+    ``(image_bytes, label)`` pairs.
+    """
+
+    def make(rel_dir: str, samples: Iterable[Union[str, Tuple[bytes, str]]]) -> Path:
+        records = []
+        for i, s in enumerate(samples):
+            records.append((_png_bytes(color=(i % 256, (i * 7) % 256, 200)), s) if isinstance(s, str) else s)
+        path = tmp_path / rel_dir
+        write_lmdb(path, records)
+        return path
+
+    return make

@@ -1,0 +1,118 @@
+"""Loading the CLIP weights users have: OpenAI JIT / state-dict .pt, OpenCLIP .bin / .safetensors, and bad files."""
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from strhub.models.clip import CLIPArch, CLIPWeightsError, build_clip, encode_image, encode_text, load_clip
+
+# Files carry no head count: heads = width // 64, so the smallest widths are 64.
+ARCH = CLIPArch(embed_dim=16, image_size=32, patch_size=8, vision_width=64, vision_layers=2, text_width=64,
+                text_layers=2)
+
+
+@pytest.fixture(scope='module')
+def reference():
+    torch.manual_seed(0)
+    return build_clip(ARCH).eval()
+
+
+def _half_sd(model):
+    # OpenAI files store float16 weights plus three non-parameter entries.
+    sd = {k: v.half() for k, v in model.state_dict().items()}
+    sd.update(input_resolution=torch.tensor(32), context_length=torch.tensor(77), vocab_size=torch.tensor(49408))
+    return sd
+
+
+def _outputs(model):
+    torch.manual_seed(1)
+    images, tokens = torch.randn(2, 3, 32, 32), torch.randint(0, 49408, (2, 16))
+    with torch.no_grad():
+        return encode_image(model, images), encode_text(model, tokens)
+
+
+def _assert_same(model, reference):
+    expected = {k: v.half().float() for k, v in reference.state_dict().items()}
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, expected[k]), k
+    for a, b in zip(_outputs(model), _outputs(build_from(expected))):
+        torch.testing.assert_close(a, b)
+
+
+def build_from(sd):
+    m = build_clip(ARCH).eval()
+    m.load_state_dict(sd)
+    return m
+
+
+@pytest.mark.parametrize('fmt', ['openai_state_dict', 'wrapped_model', 'openclip_bin', 'safetensors', 'openai_jit'])
+def test_formats(tmp_path, reference, fmt):
+    if fmt == 'openai_state_dict':
+        path = tmp_path / 'ViT-T-8.pt'
+        torch.save(_half_sd(reference), path)
+    elif fmt == 'wrapped_model':
+        path = tmp_path / 'clip.pt'
+        torch.save({'model': _half_sd(reference)}, path)
+    elif fmt == 'openclip_bin':
+        path = tmp_path / 'OpenCLIP-ViT-T-8.bin'
+        torch.save({f'module.{k}': v for k, v in reference.state_dict().items()}, path)
+    elif fmt == 'safetensors':
+        path = tmp_path / 'open_clip_model.safetensors'
+        save_file({k: v.contiguous() for k, v in reference.state_dict().items()}, str(path))
+    else:
+        path = tmp_path / 'ViT-T-8-jit.pt'
+        traced = torch.jit.trace(reference, (torch.randn(1, 3, 32, 32), torch.zeros(1, 77, dtype=torch.long)),
+                                 check_trace=False)
+        traced.save(str(path))
+    model = load_clip(path)  # architecture inferred from the shapes
+    _assert_same(model.eval(), reference)
+    assert isinstance(load_clip(path, ARCH), torch.nn.Module)  # and accepted with the configured arch
+
+
+def test_heads_follow_width_over_64():
+    # ViT-H/14 widths: 1280 // 64 = 20 vision heads (not open_clip's 16), 1024 // 64 = 16 text heads.
+    arch = CLIPArch(embed_dim=1024, image_size=28, patch_size=14, vision_width=1280, vision_layers=1,
+                    text_width=1024, text_layers=1, vocab_size=10)
+    model = build_clip(arch)
+    assert model.visual.transformer.resblocks[0].attn.num_heads == 20
+    assert model.transformer.resblocks[0].attn.num_heads == 16
+    assert type(model.visual.transformer.resblocks[0].mlp.gelu).__name__ == 'QuickGELU'
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(CLIPWeightsError, match='not found: .*ViT-B-16.pt'):
+        load_clip(tmp_path / 'ViT-B-16.pt')
+
+
+def test_not_a_checkpoint(tmp_path):
+    path = tmp_path / 'garbage.pt'
+    path.write_bytes(b'not a torch file')
+    with pytest.raises(CLIPWeightsError, match='cannot read CLIP weights from .*garbage.pt'):
+        load_clip(path)
+
+
+def test_other_architecture(tmp_path, reference):
+    path = tmp_path / 'ViT-T-8.pt'
+    torch.save(_half_sd(reference), path)
+    wrong = CLIPArch(**{**ARCH.to_dict(), 'vision_layers': 3})
+    with pytest.raises(CLIPWeightsError, match='another CLIP architecture.*vision_layers: config 3 vs file 2'):
+        load_clip(path, wrong)
+
+
+def test_missing_and_unexpected_keys(tmp_path, reference):
+    sd = _half_sd(reference)
+    del sd['ln_final.weight']
+    sd['visual.extra.weight'] = torch.zeros(1)
+    path = tmp_path / 'broken.pt'
+    torch.save(sd, path)
+    with pytest.raises(CLIPWeightsError) as e:
+        load_clip(path)
+    msg = str(e.value)
+    assert 'broken.pt' in msg and 'ln_final.weight' in msg
+
+
+def test_not_a_vit_clip(tmp_path):
+    path = tmp_path / 'resnet.pt'
+    torch.save({'visual.layer1.0.conv1.weight': torch.zeros(1)}, path)
+    with pytest.raises(CLIPWeightsError, match='resnet.pt.*not a ViT CLIP'):
+        load_clip(path)
