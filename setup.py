@@ -21,5 +21,5 @@ setup(
     include_package_data=True,
     package_data={'strhub': ['**/*.txt', '**/*.gz', '**/*.ckpt', '**/*.yaml']},
     install_requires=requirements,
-    extras_require={'test': ['pytest>=7']},
+    extras_require={'test': ['pytest>=7'], 'bench': ['matplotlib>=3.5']},
 )

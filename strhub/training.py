@@ -1,6 +1,7 @@
 """What ``tools/train.py`` runs: checks, trainer set-up from the Hydra config, fit."""
 
 import math
+import warnings
 from pathlib import Path
 
 import pytorch_lightning as pl
@@ -56,6 +57,7 @@ def trainer_kwargs(config: DictConfig) -> dict:
         kw['accelerator'] = 'cpu'
     if kw.get('precision') is None:
         kw['precision'] = '16-mixed' if kw['accelerator'] == 'gpu' else '32-true'
+    kw['use_distributed_sampler'] = False  # SceneTextDataModule shards (and resumes) its own sampling
     world = kw['devices'] * kw.get('num_nodes', 1)
     if world > 1:
         kw['strategy'] = DDPStrategy(find_unused_parameters=config.find_unused_parameters, gradient_as_bucket_view=True)
@@ -98,13 +100,24 @@ def run_training(config: DictConfig) -> str:
         save_last=True,
         filename='{epoch}-{step}-{val_accuracy:.4f}-{val_NED:.4f}',
     )
+    callbacks = [checkpoint, LearningRateMonitor(logging_interval='step')]
+    if config.checkpoint_every_n_steps:  # snapshots kept for learning curves
+        callbacks.append(ModelCheckpoint(
+            dirpath=run_dir / 'checkpoints' / 'steps', every_n_train_steps=config.checkpoint_every_n_steps,
+            save_top_k=-1, filename='{step}',
+        ))
     trainer = pl.Trainer(
         **kw,
         logger=TensorBoardLogger(str(run_dir), name='', version='.'),
-        callbacks=[checkpoint, LearningRateMonitor(logging_interval='step')],
+        callbacks=callbacks,
         default_root_dir=str(run_dir),
     )
+    # SceneTextDataModule restores the position inside the epoch itself (its state_dict), which Lightning's
+    # warning about mid-epoch checkpoints of non-resumable loaders does not know.
+    warnings.filterwarnings('ignore', message="You're resuming from a checkpoint that ended before the epoch ended")
     trainer.fit(model, datamodule=datamodule, ckpt_path=config.ckpt_path)
+    if trainer.state.status == 'finished':  # validation-time checkpoints may miss the last steps
+        trainer.save_checkpoint(checkpoint.dirpath + '/last.ckpt')
     if trainer.is_global_zero:
         print(f'best checkpoint: {checkpoint.best_model_path or "-"} (val_accuracy {checkpoint.best_model_score})')
         print(f'last checkpoint: {checkpoint.last_model_path}')

@@ -1,13 +1,20 @@
 """Shared pytest fixtures."""
 
 import io
+import os
 from pathlib import Path
 from typing import Callable, Iterable, Tuple, Union
 
 import pytest
+import torch
 from PIL import Image
 
 from strhub.data.lmdb_io import write_lmdb
+
+# One intra-op thread (also in the tools the tests start): on a 2-core machine shared with DataLoader workers
+# and subprocesses, more threads oversubscribe the cores and make the tiny models many times slower.
+os.environ.setdefault('OMP_NUM_THREADS', '1')
+torch.set_num_threads(int(os.environ['OMP_NUM_THREADS']))
 
 # --- Tiny LMDB data ------------------------------------------------------------------------------------------------
 
@@ -41,3 +48,16 @@ def make_lmdb(tmp_path: Path) -> Callable[[str, Iterable[Union[str, Tuple[bytes,
         return path
 
     return make
+
+
+# --- The built-in synthetic dataset, tiny (shared by the training / evaluation tests) ---------------------------
+
+
+@pytest.fixture(scope='session')
+def synthetic_root(tmp_path_factory) -> Path:
+    """A small rendered dataset in the standard layout: train/synthetic, val/synthetic, test/Synth*."""
+    from strhub.data.synthetic import make_dataset
+
+    root = tmp_path_factory.mktemp('synthetic')
+    make_dataset(root, num_train=256, num_val=32, num_test=16, seed=0, workers=1, progress=False)
+    return root

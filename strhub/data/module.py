@@ -12,6 +12,7 @@ import torch
 from torch.utils.data import ConcatDataset, DataLoader, Dataset
 
 from .dataset import LmdbDataset, build_tree_dataset
+from .sampler import ResumableSampler
 from .transforms import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD, get_transform
 
 
@@ -123,6 +124,7 @@ class SceneTextDataModule(pl.LightningDataModule):
         self.test_std = OPENAI_DATASET_STD if test_openai_meanstd else 0.5
         self._train_dataset: Optional[Dataset] = None
         self._val_dataset: Optional[Dataset] = None
+        self._resume_position: Optional[Dict[str, int]] = None
 
     # Kept as a static method: the original's test.py/read.py call SceneTextDataModule.get_transform(...).
     get_transform = staticmethod(get_transform)
@@ -162,36 +164,54 @@ class SceneTextDataModule(pl.LightningDataModule):
             self._val_dataset = build_tree_dataset(root, transform=transform, **self._dataset_kwargs(self.charset_test))
         return self._val_dataset
 
-    def _rank(self) -> int:
+    def _world(self) -> Tuple[int, int]:
+        """(number of processes, this process's rank) of the running trainer; (1, 0) outside training."""
         trainer = getattr(self, 'trainer', None)
-        if trainer is not None:
-            return trainer.global_rank
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
-            return torch.distributed.get_rank()
-        return 0
+        return (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
 
-    def _loader(self, dataset: Dataset, shuffle: bool, persistent: bool) -> DataLoader:
-        # A fresh generator per loader: the shuffled order and the worker seeds are a function of `seed` alone. With
-        # num_workers=0 the augmentation uses the main process RNGs (seed them with pl.seed_everything).
+    def state_dict(self) -> Dict[str, Dict[str, int]]:
+        """Saved in checkpoints by Lightning: where training is in the current epoch."""
+        trainer = getattr(self, 'trainer', None)
+        if trainer is None:
+            return {}
+        batches = trainer.fit_loop.epoch_loop.batch_progress.current.completed
+        return {'train_position': {'epoch': trainer.current_epoch, 'batches': batches}}
+
+    def load_state_dict(self, state: Dict[str, Dict[str, int]]) -> None:
+        """Restored by Lightning before the loaders are built: the next train loader resumes mid-epoch."""
+        self._resume_position = state.get('train_position')
+
+    def _loader(self, dataset: Dataset, shuffle: bool, persistent: bool, sharded: bool = False) -> DataLoader:
+        # The order is a function of (seed, epoch) alone, and so are the worker seeds (drawn from `generator`). With
+        # num_workers=0 the augmentation uses the main process RNGs (seed them with pl.seed_everything). Train and
+        # val loaders are sharded across processes here (the trainer runs with use_distributed_sampler=False).
         generator = torch.Generator()
         generator.manual_seed(self.seed)
+        replicas, rank = self._world() if sharded else (1, 0)
+        sampler = ResumableSampler(len(dataset), shuffle, self.seed, replicas, rank)
         return DataLoader(
             dataset,
             batch_size=self.batch_size,
-            shuffle=shuffle,
+            sampler=sampler,
             num_workers=self.num_workers,
             persistent_workers=persistent and self.num_workers > 0,
             pin_memory=self.pin_memory,
             collate_fn=self.collate_fn,
-            worker_init_fn=partial(seed_worker, rank=self._rank()),
+            worker_init_fn=partial(seed_worker, rank=rank),
             generator=generator,
         )
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train_dataset, shuffle=True, persistent=True)
+        loader = self._loader(self.train_dataset, shuffle=True, persistent=True, sharded=True)
+        if self._resume_position:
+            pos = self._resume_position
+            if 0 < pos['batches'] < len(loader):  # an end-of-epoch checkpoint needs no skipping
+                loader.sampler.resume(pos['epoch'], pos['batches'] * self.batch_size)
+            self._resume_position = None
+        return loader
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader(self.val_dataset, shuffle=False, persistent=True)
+        return self._loader(self.val_dataset, shuffle=False, persistent=True, sharded=True)
 
     def available_test_sets(self, subset: Sequence[str] = TEST_ALL) -> Tuple[str, ...]:
         """The names of ``subset`` (in order) that exist as directories under ``<root_dir>/test``."""

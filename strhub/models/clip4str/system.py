@@ -209,7 +209,7 @@ class CLIP4STRSystem(BaseSystem):
         checkpoint['rng_states'] = {
             'perm_rng': self.rng.bit_generator.state,
             'torch': torch.get_rng_state(),
-            'numpy': np.random.get_state(),
+            'numpy': _plain(np.random.get_state()),  # plain lists: loadable with weights_only=True
             'python': random.getstate(),
         }
 
@@ -218,8 +218,13 @@ class CLIP4STRSystem(BaseSystem):
         if states:
             self.rng.bit_generator.state = states['perm_rng']
             torch.set_rng_state(states['torch'])
-            np.random.set_state(states['numpy'])
+            name, keys, *rest = states['numpy']
+            np.random.set_state((name, np.asarray(keys, dtype=np.uint32), *rest))
             random.setstate(states['python'])
+
+
+def _plain(state: tuple) -> tuple:
+    return tuple(v.tolist() if isinstance(v, np.ndarray) else v for v in state)
 
 
 def _ce(logits: Tensor, targets: Tensor, pad_id: int) -> Tensor:

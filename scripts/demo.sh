@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# The main job on built-in defaults, from a fresh clone, on CPU:
+#   install -> render a synthetic dataset -> train the tiny model a few minutes -> evaluate -> read images.
+#   bash scripts/demo.sh            (DEMO_DIR=demo, DEMO_STEPS=300, DEMO_TRAIN=20000 change it)
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+dir="${DEMO_DIR:-demo}"
+step() { printf '\n== %s\n' "$*"; }
+
+step "1/5 Installing (torch 2.14.1 / torchvision 0.29.1 from the local wheel store, then this package)"
+python3 -m pip install -q torch==2.14.1 torchvision==0.29.1
+python3 -m pip install -q -e '.[test]'
+
+step "2/5 Rendering the synthetic dataset into $dir/data (train/val/test LMDBs)"
+if [ -f "$dir/data/meta.json" ]; then
+    echo "already there: $dir/data"
+else
+    python3 tools/make_synthetic_dataset.py --out "$dir/data" --num-train "${DEMO_TRAIN:-20000}" --num-val 500 \
+        --num-test 500
+fi
+
+step "3/5 Training the tiny CLIP4STR on CPU for ${DEMO_STEPS:-300} steps (loss should fall)"
+rm -rf "$dir/run"
+python3 tools/train.py +experiment=clip4str-tiny data.root_dir="$dir/data" trainer.max_steps="${DEMO_STEPS:-300}" \
+    trainer.val_check_interval=100 hydra.run.dir="$dir/run"
+python3 - "$dir/run" <<'PY'
+import sys
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+ea = EventAccumulator(sys.argv[1]); ea.Reload()
+loss = [e.value for e in ea.Scalars('loss')]
+print(f'training loss: first logged {loss[0]:.3f} -> last {loss[-1]:.3f} ({len(loss)} points)')
+PY
+
+step "4/5 Evaluating the checkpoint on the synthetic test sets (tools/test.py)"
+python3 tools/test.py "$dir/run/checkpoints/last.ckpt" --data_root "$dir/data" --device cpu --batch_size 64
+
+step "5/5 Reading a folder of images (tools/read.py)"
+python3 - "$dir/data/test/SynthFonts" "$dir/samples" <<'PY'
+import sys
+from pathlib import Path
+import lmdb
+out = Path(sys.argv[2]); out.mkdir(parents=True, exist_ok=True)
+env = lmdb.open(sys.argv[1], readonly=True, lock=False)
+with env.begin() as txn:
+    for i in range(1, 9):
+        label = txn.get(b'label-%09d' % i).decode()
+        (out / f'sample{i}.jpg').write_bytes(txn.get(b'image-%09d' % i))
+        print(f'sample{i}.jpg: ground truth {label!r}')
+PY
+shipped="strhub/pretrained/clip4str_tiny.ckpt"
+ckpt="$dir/run/checkpoints/last.ckpt"
+if [ -f "$shipped" ]; then
+    echo "reading with the shipped tiny checkpoint ($shipped, trained longer; the demo run above is only minutes)"
+    ckpt="$shipped"
+fi
+python3 tools/read.py "$ckpt" "$dir/samples" --device cpu

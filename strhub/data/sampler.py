@@ -1,0 +1,48 @@
+"""Sampling that makes an interrupted run resume exactly: a per-(seed, epoch) order, sharded across processes,
+that can start an epoch part-way through."""
+
+from typing import Iterator, List
+
+import torch
+from torch.utils.data import Sampler
+
+
+class ResumableSampler(Sampler[int]):
+    """Indices for one of ``num_replicas`` processes (``DistributedSampler``'s padding and striding).
+
+    The order of an epoch depends only on ``(seed, epoch)``, so a resumed run sees what the uninterrupted one would.
+    Lightning calls :meth:`set_epoch` at every epoch start.
+    """
+
+    def __init__(self, size: int, shuffle: bool, seed: int, num_replicas: int = 1, rank: int = 0) -> None:
+        self.size, self.shuffle, self.seed = size, shuffle, seed
+        self.num_replicas, self.rank = num_replicas, rank
+        self.epoch = 0
+        self._skip = {}  # epoch -> samples of this process consumed before an interruption
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def resume(self, epoch: int, consumed: int) -> None:
+        """Passes over ``epoch`` start after its first ``consumed`` samples (of this process); later epochs are whole.
+
+        (Lightning may create the epoch's iterator more than once, so the skip is not consumed by iterating.)
+        """
+        self.epoch = epoch
+        self._skip = {epoch: consumed}
+
+    def _indices(self) -> List[int]:
+        if self.shuffle:
+            g = torch.Generator().manual_seed(self.seed + self.epoch)
+            order = torch.randperm(self.size, generator=g).tolist()
+        else:
+            order = list(range(self.size))
+        total = -(-self.size // self.num_replicas) * self.num_replicas
+        order += order[: total - len(order)]  # pad so every process gets as many samples
+        return order[self.rank : total : self.num_replicas]
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self._indices()[self._skip.get(self.epoch, 0) :])
+
+    def __len__(self) -> int:
+        return -(-self.size // self.num_replicas) - self._skip.get(self.epoch, 0)

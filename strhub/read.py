@@ -1,0 +1,320 @@
+"""Reading text from images with a trained checkpoint: the Python side of ``tools/read.py`` (spec §8.3).
+
+Example::
+
+    from strhub import TextReader
+
+    reader = TextReader('clip4str_base.ckpt', device='auto', batch_size=32)
+    for text, confidence in reader.read(['a.jpg', 'b.png']):
+        print(text, confidence)
+
+Predictions are the raw output of the model over its full training charset (case and punctuation kept), as the
+original ``read.py`` prints them; ``adapt_charset=True`` maps them onto the test charset (e.g. lower-case
+alphanumerics) the way evaluation does. The model's ``charset_test`` (as saved in the checkpoint unless
+overridden) also shapes the caption of the cross-modal branch, so it can change predictions, as in the original.
+"""
+
+import io
+import os
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator, List, NamedTuple, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps
+from torch import Tensor
+
+from strhub.cli_utils import select_device
+from strhub.data.transforms import get_transform
+
+__all__ = ['IMAGE_EXTENSIONS', 'ImageReadError', 'Reading', 'TextReader', 'load_image', 'to_rgb']
+
+# Extensions picked up when scanning folders (compared case-insensitively). The original took only names ending in
+# 'png', 'jpeg' or 'jpg' (case-sensitive).
+IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.gif', '.tif', '.tiff', '.webp', '.ppm', '.pgm', '.pbm', '.jp2')
+
+ImageInput = Union[str, os.PathLike, bytes, Image.Image, np.ndarray, Tensor]
+
+
+class Reading(NamedTuple):
+    """One prediction: the text and its confidence (product of the per-character probabilities and the [E] one)."""
+
+    text: str
+    confidence: float
+
+
+class ImageReadError(ValueError):
+    """An input that is not a readable image (missing, corrupt, unsupported type or shape)."""
+
+
+def _alpha_on_white(img: Image.Image) -> Image.Image:
+    rgba = img.convert('RGBA')
+    background = Image.new('RGBA', rgba.size, (255, 255, 255, 255))
+    return Image.alpha_composite(background, rgba).convert('RGB')
+
+
+def _int_to_l(img: Image.Image) -> Image.Image:
+    # 16-bit (I;16*) and 32-bit integer (I, which older Pillow versions use for 16-bit PNGs) greyscale: taken as
+    # 16-bit data and scaled to 8 bits. Pillow's own convert('RGB') clips at 255, which turns most such images white.
+    a = np.asarray(img, dtype=np.float64)
+    return Image.fromarray(np.clip(np.rint(a / 257.0), 0, 255).astype(np.uint8), 'L')
+
+
+def to_rgb(img: Image.Image, exif: bool = True) -> Image.Image:
+    """Any PIL image to 8-bit RGB, as the network expects.
+
+    Deliberate differences from the original's plain ``convert('RGB')``: the EXIF orientation is applied (photos
+    from phones are often stored rotated), transparency is composited on white (``convert`` keeps the colour of
+    fully transparent pixels, often black, which hides dark text), and 16-bit greyscale is scaled to 8 bits instead
+    of being clipped. Every other mode (L, 1, P, CMYK, YCbCr, ...) goes through Pillow's ``convert``.
+
+    Args:
+        img: the image (loaded lazily or not).
+        exif: apply the EXIF orientation tag.
+
+    Raises:
+        ImageReadError: the pixels cannot be decoded or converted.
+    """
+    try:
+        img.load()
+        if exif:
+            img = ImageOps.exif_transpose(img)
+        mode = img.mode
+        if mode in ('RGBA', 'LA', 'PA', 'RGBa', 'La') or (mode in ('P', 'L', 'RGB') and 'transparency' in img.info):
+            return _alpha_on_white(img)
+        if mode == 'RGB':
+            return img
+        if mode.startswith('I;16') or mode == 'I':
+            return _int_to_l(img).convert('RGB')
+        if mode == 'F':
+            return Image.fromarray(np.clip(np.rint(np.asarray(img)), 0, 255).astype(np.uint8), 'L').convert('RGB')
+        return img.convert('RGB')
+    except (OSError, ValueError, SyntaxError, MemoryError, Image.DecompressionBombError) as e:
+        raise ImageReadError(f'cannot decode image: {type(e).__name__}: {e}') from None
+
+
+def load_image(source: Union[str, os.PathLike, bytes], exif: bool = True) -> Image.Image:
+    """Opens an image file (path or encoded bytes) as 8-bit RGB (see :func:`to_rgb`).
+
+    Raises:
+        ImageReadError: missing, unreadable or not an image.
+    """
+    name = '<bytes>' if isinstance(source, bytes) else str(source)
+    try:
+        with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as img:
+            return to_rgb(img, exif)
+    except FileNotFoundError:
+        raise ImageReadError(f'{name}: file not found') from None
+    except IsADirectoryError:
+        raise ImageReadError(f'{name}: is a directory') from None
+    except Image.UnidentifiedImageError:
+        raise ImageReadError(f'{name}: not an image (unrecognised format)') from None
+    except ImageReadError as e:
+        raise ImageReadError(f'{name}: {e}') from None
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
+        raise ImageReadError(f'{name}: cannot decode image: {type(e).__name__}: {e}') from None
+
+
+class TextReader:
+    """Runs a CLIP4STR checkpoint over images and returns the text read in each.
+
+    Args:
+        model: checkpoint path (``.ckpt`` / ``.pt``) or an already loaded ``CLIP4STRSystem``. A given system is
+            used as is (put in eval mode and moved to ``device``); ``refine_iters``/``decode_ar`` are then set on it.
+        device: ``'auto'`` (CUDA if available), ``'cpu'``, ``'cuda'``, ``'cuda:N'`` or a ``torch.device``.
+        batch_size: images per forward pass. The original read.py ran one image at a time; with larger batches the
+            output can change slightly, because the model (like the original) runs the cross-modal branch for as many
+            steps as the longest visual prediction of the batch: confidences move by a few percent, texts rarely.
+        refine_iters: override of the number of refinement iterations (None: the checkpoint's).
+        decode_ar: override of autoregressive (True) or single-pass (False) decoding (None: the checkpoint's).
+        adapt_charset: map predictions onto the model's ``charset_test`` (case folding, unsupported characters
+            removed) as evaluation does; by default the raw prediction is returned, as the original ``read.py``.
+        exif: apply EXIF orientation tags of image files / PIL images.
+        **overrides: further ``load_from_checkpoint`` overrides (e.g. ``charset_test='...'``); only with a path.
+
+    Raises:
+        strhub.models.CheckpointError: the checkpoint cannot be loaded.
+    """
+
+    def __init__(
+        self,
+        model: Union[str, os.PathLike, torch.nn.Module],
+        device: Union[str, torch.device, None] = 'auto',
+        batch_size: int = 32,
+        refine_iters: Optional[int] = None,
+        decode_ar: Optional[bool] = None,
+        adapt_charset: bool = False,
+        exif: bool = True,
+        **overrides: Any,
+    ) -> None:
+        if batch_size < 1:
+            raise ValueError(f'batch_size must be >= 1 (got {batch_size})')
+        if isinstance(model, (str, os.PathLike)):
+            from strhub.models import load_from_checkpoint
+
+            if refine_iters is not None:
+                overrides['refine_iters'] = refine_iters
+            if decode_ar is not None:
+                overrides['decode_ar'] = decode_ar
+            model = load_from_checkpoint(model, **overrides)
+        else:
+            if overrides:
+                raise TypeError(f'overrides {sorted(overrides)} need a checkpoint path, not a loaded model')
+            if refine_iters is not None:
+                model.model.refine_iters = refine_iters
+            if decode_ar is not None:
+                model.model.decode_ar = decode_ar
+        self.device = select_device(device)
+        self.system = model.eval().to(self.device)
+        self.batch_size = batch_size
+        self.adapt_charset = adapt_charset
+        self.exif = exif
+        self.img_size: Tuple[int, int] = tuple(model.hparams.img_size)
+        # The original's test-time transform: bicubic resize to exactly H x W, ToTensor, Normalize(0.5, 0.5).
+        self.transform: Callable[[Image.Image], Tensor] = get_transform(self.img_size)
+
+    def preprocess(self, item: ImageInput) -> Tensor:
+        """One input to the (3, H, W) float32 network input.
+
+        Accepted: a file path or encoded bytes; a PIL image of any mode; a uint8 array/tensor holding pixels
+        (HW, HWC for NumPy with C in 1/3/4, HW / CHW for torch); or a float tensor (3, H, W) taken as already
+        preprocessed (resized to ``img_size`` and normalised with 0.5/0.5).
+
+        Raises:
+            ImageReadError: unreadable file, unsupported type, dtype or shape.
+        """
+        if isinstance(item, (str, os.PathLike, bytes)):
+            img = load_image(item, self.exif)
+        elif isinstance(item, Image.Image):
+            img = to_rgb(item, self.exif)
+        elif isinstance(item, Tensor):
+            if item.is_floating_point():
+                if item.shape != (3, *self.img_size):
+                    raise ImageReadError(
+                        f'a float tensor must be a preprocessed image of shape (3, {self.img_size[0]}, '
+                        f'{self.img_size[1]}), got {tuple(item.shape)}; pass uint8 pixels or a PIL image to resize'
+                    )
+                return item.float()
+            if item.dtype != torch.uint8:
+                raise ImageReadError(f'unsupported tensor dtype {item.dtype} (use uint8 pixels or float input)')
+            if item.ndim == 3 and item.shape[0] in (1, 3, 4):
+                item = item.permute(1, 2, 0)
+            elif item.ndim != 2:
+                raise ImageReadError(f'unsupported uint8 tensor shape {tuple(item.shape)} (use HW or CHW)')
+            img = self._from_array(item.cpu().numpy())
+        elif isinstance(item, np.ndarray):
+            img = self._from_array(item)
+        else:
+            raise ImageReadError(f'unsupported input type {type(item).__name__}')
+        return self.transform(img)
+
+    @staticmethod
+    def _from_array(a: np.ndarray) -> Image.Image:
+        if a.dtype != np.uint8:
+            raise ImageReadError(f'unsupported array dtype {a.dtype} (use uint8 pixels)')
+        if a.ndim == 3 and a.shape[2] == 1:
+            a = a[:, :, 0]
+        if a.ndim == 2:
+            return Image.fromarray(np.ascontiguousarray(a), 'L').convert('RGB')
+        if a.ndim == 3 and a.shape[2] in (3, 4):
+            img = Image.fromarray(np.ascontiguousarray(a), 'RGB' if a.shape[2] == 3 else 'RGBA')
+            return to_rgb(img, exif=False)
+        raise ImageReadError(f'unsupported array shape {a.shape} (use HW or HWC with C in 1, 3, 4)')
+
+    @torch.inference_mode()
+    def read_tensor(self, images: Tensor) -> List[Reading]:
+        """Reads a batch of preprocessed images (N, 3, H, W) in one forward pass."""
+        system = self.system
+        logits = system(images.to(self.device))
+        preds, probs = system.tokenizer.decode(logits.float().softmax(-1))
+        if self.adapt_charset:
+            preds = [system.charset_adapter(p) for p in preds]
+        return [Reading(t, p.prod().item()) for t, p in zip(preds, probs)]
+
+    def read_batches(self, inputs: Iterable[ImageInput]) -> Iterator[List[Tuple[int, Union[Reading, ImageReadError]]]]:
+        """Reads inputs ``batch_size`` at a time, not stopping at unreadable ones.
+
+        Yields:
+            For each batch (in input order), ``(input index, Reading)`` for the images read and
+            ``(input index, ImageReadError)`` for the inputs that could not be used.
+        """
+        pending: List[Tuple[int, Tensor]] = []
+        failed: List[Tuple[int, ImageReadError]] = []
+        for i, item in enumerate(inputs):
+            try:
+                pending.append((i, self.preprocess(item)))
+            except ImageReadError as e:
+                failed.append((i, e))
+            if len(pending) == self.batch_size:
+                yield self._flush(pending, failed)
+                pending, failed = [], []
+        if pending or failed:
+            yield self._flush(pending, failed)
+
+    def _flush(self, pending, failed) -> List[Tuple[int, Union[Reading, ImageReadError]]]:
+        out: List[Tuple[int, Union[Reading, ImageReadError]]] = list(failed)
+        if pending:
+            readings = self.read_tensor(torch.stack([t for _, t in pending]))
+            out += [(i, r) for (i, _), r in zip(pending, readings)]
+        return sorted(out, key=lambda t: t[0])
+
+    def read(self, inputs: Union[ImageInput, Sequence[ImageInput]]) -> List[Reading]:
+        """Reads every input; see :meth:`preprocess` for the accepted kinds.
+
+        Args:
+            inputs: a list of inputs, a single input (a 3-D tensor or array is one image), or a batch: a 4-D
+                tensor (N, 3, H, W) float / (N, C, H, W) uint8, or a 4-D uint8 array (N, H, W, C).
+
+        Returns:
+            One ``Reading(text, confidence)`` per input, in order.
+
+        Raises:
+            ImageReadError: an input is unreadable (use :meth:`read_batches` to skip such inputs).
+        """
+        if isinstance(inputs, (str, os.PathLike, bytes, Image.Image)):
+            inputs = [inputs]
+        elif isinstance(inputs, (Tensor, np.ndarray)):
+            inputs = list(inputs) if inputs.ndim == 4 else [inputs]
+        results: List[Reading] = []
+        for batch in self.read_batches(inputs):
+            for _, r in batch:
+                if isinstance(r, ImageReadError):
+                    raise r
+                results.append(r)
+        return results
+
+    __call__ = read
+
+
+def find_images(
+    paths: Sequence[Union[str, os.PathLike]], extensions: Sequence[str] = IMAGE_EXTENSIONS
+) -> Tuple[List[Tuple[str, Path]], List[Tuple[str, str]]]:
+    """Expands files and folders into the image files to read.
+
+    Folders are searched recursively (the original read one folder, non-recursively), files with an image extension
+    (case-insensitive) are kept, sorted by relative path; hidden files and folders are ignored. Files named
+    explicitly are kept whatever their extension (decoding decides).
+
+    Returns:
+        ``(name, path)`` of the images, where the name is the path relative to its folder argument (the original
+        printed the bare file name) or the path as given; and ``(path, reason)`` for what was skipped.
+    """
+    exts = tuple(e.lower() for e in extensions)
+    found: List[Tuple[str, Path]] = []
+    skipped: List[Tuple[str, str]] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            files = []
+            for root, dirs, names in os.walk(p):
+                dirs[:] = [d for d in dirs if not d.startswith('.')]
+                files += [Path(root, n) for n in names if not n.startswith('.')]
+            for f in sorted(files, key=lambda f: f.relative_to(p).as_posix()):
+                if f.suffix.lower() in exts:
+                    found.append((f.relative_to(p).as_posix(), f))
+                else:
+                    skipped.append((str(f), 'not an image file (extension)'))
+        elif p.exists():
+            found.append((str(p), p))
+        else:
+            skipped.append((str(p), 'no such file or directory'))
+    return found, skipped

@@ -1,0 +1,196 @@
+"""The built-in synthetic dataset: fonts, labels, rendering and the LMDB layout."""
+
+import importlib.util
+import io
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import lmdb
+import numpy as np
+import pytest
+from PIL import Image
+
+from strhub.data.synthetic import (
+    FontSpec,
+    check_font,
+    label_sampler,
+    list_fonts,
+    load_words,
+    make_dataset,
+    render_word,
+    split_fonts,
+    split_words,
+)
+from strhub.data.utils import CHARSETS
+
+ROOT = Path(__file__).resolve().parents[1]
+# Two "families" of Pillow's built-in font: every machine has them, and they exercise the font hold-out.
+TWO_FONTS = [FontSpec('Aileron', 'Aileron', None), FontSpec('Aileron Other', 'Other', None)]
+
+
+def read_lmdb(path: Path):
+    """[(image bytes, label)] of an STR LMDB, checking ``num-samples``."""
+    env = lmdb.open(str(path), readonly=True, lock=False)
+    with env.begin() as txn:
+        n = int(txn.get(b'num-samples'))
+        out = [(txn.get(b'image-%09d' % i), txn.get(b'label-%09d' % i).decode()) for i in range(1, n + 1)]
+        assert txn.get(b'image-%09d' % (n + 1)) is None
+    env.close()
+    return out
+
+
+@pytest.fixture(scope='module')
+def fonts():
+    return list_fonts()
+
+
+@pytest.mark.parametrize('charset', sorted(CHARSETS))
+def test_render_word_sizes(fonts, charset):
+    rng = np.random.default_rng(0)
+    sampler = label_sampler(charset)
+    for text in ['a', 'Hello', 'x' * 25] + [sampler.sample(rng) for _ in range(10)]:
+        text = ''.join(c for c in text if c in CHARSETS[charset]) or '0'
+        img = render_word(text, rng, fonts)
+        assert img.mode == 'RGB'
+        assert 32 <= img.height <= 64 and 8 <= img.width <= 1600
+        assert np.asarray(img).std() > 5  # not blank
+    assert render_word('fixed', rng, fonts, height=40).height == 40
+    assert render_word('clean', rng, fonts, difficulty=0).mode == 'RGB'
+
+
+def test_render_word_deterministic(fonts):
+    def render(seed):
+        return render_word('Determinism', np.random.default_rng(seed), fonts).tobytes()
+
+    assert render(3) == render(3)
+    assert render(3) != render(4)
+
+
+@pytest.mark.parametrize('charset', sorted(CHARSETS))
+def test_labels_within_charset(charset):
+    rng = np.random.default_rng(1)
+    sampler = label_sampler(charset, max_label_length=25)
+    train = [sampler.sample(rng, 'train') for _ in range(1000)]
+    test = [sampler.sample(rng, 'test') for _ in range(300)]
+    cs = set(CHARSETS[charset])
+    for label in train + test:
+        assert 1 <= len(label) <= 25 and set(label) <= cs, label
+    lengths = np.array([len(w) for w in train])
+    assert 3 <= np.median(lengths) <= 9  # mostly realistic word lengths
+    if charset == '94_full':
+        assert any(set(w) & set('!"#$%&()*+,-./:;<=>?@[]^_{|}~') for w in train)
+        assert any(w.isupper() for w in train) and any(w.islower() for w in train)
+    short = label_sampler(charset, max_label_length=4)
+    assert all(1 <= len(short.sample(rng, s)) <= 4 for s in ('train', 'test') for _ in range(200))
+
+
+def test_test_words_disjoint_from_training():
+    words = load_words()
+    assert len(words) >= 20000 and all(re.fullmatch('[a-z]+', w) for w in words)
+    train, test = split_words(words)
+    assert (train, test) == split_words(reversed(words))  # independent of the order
+    assert not set(train) & set(test) and len(test) > 0.05 * len(words)
+    assert all(len(w) >= 3 for w in test)
+    sampler = label_sampler('94_full')
+    rng = np.random.default_rng(2)
+    test_set = set(test)
+    for _ in range(2000):
+        runs = re.findall('[a-z]{3,}', sampler.sample(rng, 'train').lower())
+        assert not test_set.intersection(runs)
+
+
+def test_split_fonts():
+    fonts = [FontSpec(f'{fam} {s}', fam, None) for fam in 'ABCDEFGHIJ' for s in ('Regular', 'Bold')]
+    train, held = split_fonts(fonts, 0.2)
+    assert len(held) == 4 and len({f.family for f in held}) == 2  # whole families
+    assert not {f.family for f in train} & {f.family for f in held}
+    assert split_fonts(list(reversed(fonts)), 0.2)[1] == list(reversed(held))  # stable
+    assert split_fonts(fonts[:1]) == (fonts[:1], [])
+    one_family = [FontSpec(f'A {s}', 'A', None) for s in ('Regular', 'Bold', 'Italic')]
+    train, held = split_fonts(one_family)
+    assert len(held) == 1 and len(train) == 2
+
+
+def test_list_fonts_and_check(tmp_path):
+    builtin = list_fonts(system=False)
+    assert [f.path for f in builtin] == [None]  # Pillow's scalable font is always there
+    (tmp_path / 'broken.ttf').write_bytes(b'not a font' * 10)
+    fonts, rejected = list_fonts(fonts_dir=tmp_path, system=False, with_rejected=True)
+    assert fonts == builtin and rejected[0][0].endswith('broken.ttf')
+    spec, why = check_font(tmp_path / 'broken.ttf', CHARSETS['94_full'])
+    assert spec is None and why
+
+
+def test_make_dataset_layout(tmp_path):
+    out = tmp_path / 'synth'
+    s = make_dataset(out, 50, 10, 10, seed=0, workers=1, fonts=TWO_FONTS, shard_size=30, progress=False)
+    expected = {
+        'train/synthetic/000': 30,
+        'train/synthetic/001': 20,
+        'val/synthetic': 10,
+        'test/SynthWords': 10,
+        'test/SynthFonts': 10,
+    }
+    assert s['counts'] == expected
+    labels = {}
+    for rel, n in expected.items():
+        samples = read_lmdb(out / rel)
+        assert len(samples) == n
+        for data, label in samples:
+            with Image.open(io.BytesIO(data)) as img:
+                img.load()
+                assert img.mode == 'RGB' and 32 <= img.height <= 64
+            assert 1 <= len(label) <= 25 and set(label) <= set(CHARSETS['94_full'])
+        labels[rel] = [label for _, label in samples]
+    train_labels = set(labels['train/synthetic/000'] + labels['train/synthetic/001'])
+    assert not train_labels & set(labels['test/SynthWords'] + labels['test/SynthFonts'])
+    meta = json.loads((out / 'meta.json').read_text())
+    assert meta['seed'] == 0 and meta['counts'] == expected
+    assert meta['font_families'] == {'train': ['Aileron'], 'heldout': ['Other']}
+    with pytest.raises(FileExistsError):
+        make_dataset(out, 5, 1, 1, workers=1, fonts=TWO_FONTS, progress=False)
+    s = make_dataset(out, 5, 1, 1, workers=1, fonts=TWO_FONTS[:1], overwrite=True, progress=False)
+    assert len(read_lmdb(out / 'train/synthetic/000')) == 5
+    assert not (out / 'train/synthetic/001').exists() and not (out / 'test/SynthFonts').exists()  # one font
+
+
+def test_make_dataset_deterministic_across_workers(tmp_path):
+    def build(name, seed, workers):
+        make_dataset(tmp_path / name, 40, 8, 8, seed=seed, workers=workers, fonts=TWO_FONTS, progress=False)
+        return {p.parent.relative_to(tmp_path / name): read_lmdb(p.parent) for p in (tmp_path / name).rglob('data.mdb')}
+
+    a, b, c = build('a', 7, 1), build('b', 7, 2), build('c', 8, 1)
+    assert len(a) == 4 and a == b
+    assert a != c
+
+
+def test_cli(tmp_path, capsys):
+    cmd = [
+        sys.executable,
+        str(ROOT / 'tools/make_synthetic_dataset.py'),
+        '--out',
+        str(tmp_path / 'd'),
+        '--num-train',
+        '12',
+        '--num-val',
+        '3',
+        '--num-test',
+        '3',
+        '--workers',
+        '1',
+        '--no-system-fonts',
+        '--no-progress',
+    ]
+    r = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert 'Wrote 18 images' in r.stdout and 'train/synthetic/000' in r.stdout
+    assert len(read_lmdb(tmp_path / 'd/train/synthetic/000')) == 12
+    # In-process (a second interpreter start costs seconds): an existing dataset is a clean error, exit code 2.
+    spec = importlib.util.spec_from_file_location('make_synthetic_dataset', ROOT / 'tools/make_synthetic_dataset.py')
+    cli = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(cli)
+    assert cli.main(cmd[2:]) == 2
+    assert 'exists' in capsys.readouterr().err

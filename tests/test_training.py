@@ -1,0 +1,138 @@
+"""Training: the loss falls, train.py runs end to end, resumes exactly, and round-trips checkpoints."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.utils import instantiate
+
+from strhub.models import load_from_checkpoint
+from strhub.models.clip4str.perm import gen_tgt_perms
+
+REPO = Path(__file__).resolve().parents[1]
+# The tiny experiment made tinier still, so that a CPU step takes a fraction of a second.
+TINY = [
+    '+experiment=clip4str-tiny', 'model.clip_arch.vision_layers=1', 'model.clip_arch.text_layers=1',
+    'model.clip_arch.vision_width=64', 'model.clip_arch.text_width=64', 'model.clip_arch.embed_dim=64',
+    'model.batch_size=16', 'data.num_workers=0', 'trainer.log_every_n_steps=1', 'trainer.num_sanity_val_steps=0',
+]
+
+
+def compose_config(overrides):
+    with initialize_config_dir(config_dir=str(REPO / 'configs'), version_base='1.2'):
+        return compose('main', overrides=overrides)
+
+
+def test_loss_falls_on_rendered_words(synthetic_root):
+    torch.manual_seed(0)
+    config = compose_config(TINY + [f'data.root_dir={synthetic_root}'])
+    model = instantiate(config.model)
+    data = instantiate(config.data)
+    images, labels = next(iter(data.train_dataloader()))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=2e-3)
+    model.train()
+    losses = []
+    for _ in range(12):
+        optimizer.zero_grad()
+        perms = gen_tgt_perms(max(map(len, labels)), 6, True, True, model.rng)
+        loss = model.training_loss(images, labels, perms)
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.8 * losses[0] and losses[-1] == min(losses), losses
+
+
+def train_command(run_dir, *overrides):
+    cmd = [sys.executable, str(REPO / 'tools' / 'train.py'), *TINY, *overrides, f'hydra.run.dir={run_dir}']
+    env = {**os.environ, 'PYTHONWARNINGS': 'ignore'}
+    return cmd, env
+
+
+def run_train(run_dir, *overrides, check=True):
+    cmd, env = train_command(run_dir, *overrides)
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    if check:
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc
+
+
+def interrupt_after_checkpoint(run_dir, *overrides):
+    """Starts a run and stops it with Ctrl-C once its first checkpoint is completely written."""
+    cmd, env = train_command(run_dir, *overrides)
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    ckpt, deadline = run_dir / 'checkpoints' / 'last.ckpt', time.time() + 600
+    try:
+        while time.time() < deadline and proc.poll() is None:
+            try:
+                if torch.load(ckpt, weights_only=False)['global_step'] > 0:
+                    break
+            except Exception:  # noqa: BLE001 - not written yet, or being written
+                pass
+            time.sleep(0.2)
+        assert proc.poll() is None, 'the run ended before it could be interrupted'
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=120)
+    finally:
+        proc.kill()
+    return ckpt
+
+
+def test_interrupted_run_resumes_exactly_and_checkpoint_round_trips(tmp_path, synthetic_root):
+    args = (f'data.root_dir={synthetic_root}', 'trainer.max_steps=8', 'trainer.val_check_interval=4')
+    full = tmp_path / 'full'
+    run_train(full, *args)
+    reference = torch.load(full / 'checkpoints' / 'last.ckpt', weights_only=False)
+    # The same run stopped after its step-4 checkpoint, then resumed from it.
+    ckpt = interrupt_after_checkpoint(tmp_path / 'half', *args)
+    step = torch.load(ckpt, weights_only=False)['global_step']
+    assert 0 < step < 8
+    run_train(tmp_path / 'resumed', *args, f'ckpt_path={ckpt}')
+    resumed = torch.load(ckpt, weights_only=False)  # the resumed run keeps writing into the interrupted run
+    assert resumed['global_step'] == reference['global_step'] == 8
+    for k, v in reference['state_dict'].items():
+        torch.testing.assert_close(resumed['state_dict'][k], v, msg=k)
+
+    # Our checkpoint reloads, without its config, into a model with the same outputs.
+    model = load_from_checkpoint(ckpt)
+    assert model.hparams.clip_arch['vision_width'] == 64 and not model.training
+    images = torch.randn(2, 3, 32, 128)
+    trained = instantiate(compose_config(TINY + [args[0]]).model)
+    trained.load_state_dict(resumed['state_dict'])
+    trained.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(model(images), trained(images))
+
+
+def test_fails_fast_on_missing_paths(tmp_path, synthetic_root):
+    proc = run_train(tmp_path, f'data.root_dir={tmp_path / "nowhere"}', check=False)
+    assert proc.returncode == 2 and 'data.root_dir does not exist' in proc.stderr and 'Traceback' not in proc.stderr
+    proc = run_train(tmp_path, f'data.root_dir={synthetic_root}', 'model.clip_pretrained=missing/ViT-B-16.pt',
+                     check=False)
+    assert proc.returncode == 2 and 'model.clip_pretrained file not found: missing/ViT-B-16.pt' in proc.stderr
+
+
+@pytest.mark.parametrize('experiment', ['clip4str-b16', 'clip4str-b32', 'clip4str-l14', 'clip4str-h14',
+                                        'clip4str-tiny'])
+def test_variant_configs_build_at_tiny_widths(experiment):
+    """Each variant's config builds through the one code path; widths shrunk so the test stays small."""
+    config = compose_config([f'+experiment={experiment}', 'model.clip_pretrained=null'])
+    arch = config.model.clip_arch
+    scale = {'clip_arch.vision_width': 64, 'clip_arch.text_width': 64, 'clip_arch.embed_dim': 32,
+             'clip_arch.vision_layers': 1, 'clip_arch.text_layers': 1}
+    config = compose_config([f'+experiment={experiment}', 'model.clip_pretrained=null']
+                            + [f'model.{k}={v}' for k, v in scale.items()])
+    model = instantiate(config.model).eval()
+    h, w = config.model.img_size
+    grid = (h // arch.patch_size[0]) * (w // arch.patch_size[1])
+    images = torch.randn(2, 3, h, w)
+    with torch.no_grad():
+        assert model.model.encode(images).shape == (2, grid + 1, 32)
+        logits = model(images, max_length=3)
+    assert logits.shape == (2, 4, 95)
+    assert list(config.model.img_size) == list(arch.image_size)

@@ -1,0 +1,183 @@
+#!/usr/bin/env python3
+"""Creates an STR LMDB from a folder of images and a ground-truth file (the format of PARSeq's tool).
+
+Usage::
+
+    python tools/create_lmdb_dataset.py INPUT_DIR GT_FILE OUTPUT_DIR
+
+``GT_FILE`` has one sample per line: ``relative/path/to/image<TAB>label`` (paths relative to ``INPUT_DIR``). A line
+without a tab may use a single space instead: the path, then the label (the rest of the line). Blank lines are
+ignored. Images are stored as their original file bytes, after checking that Pillow can decode them; malformed
+lines, empty labels, missing files and undecodable images are skipped and reported by reason.
+
+Exit codes: 0 written, 1 nothing valid to write, 2 bad arguments (missing INPUT_DIR/GT_FILE, existing output).
+"""
+
+import argparse
+import io
+import sys
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator, List, Optional, Tuple, Union
+
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+if (ROOT / 'strhub').is_dir():  # run from a checkout: use its code, installed or not
+    sys.path.insert(0, str(ROOT))
+
+from strhub.data.lmdb_io import write_lmdb  # noqa: E402
+
+MALFORMED, EMPTY_LABEL, MISSING, INVALID = 'malformed line', 'empty label', 'missing image', 'invalid image'
+
+
+@dataclass
+class Report:
+    """What :func:`create_lmdb_dataset` did: ``skipped`` counts by reason, ``examples`` are the first skipped lines
+    as ``(line number, reason with detail, line)``."""
+
+    output_dir: str
+    lines: int = 0
+    written: int = 0
+    skipped: Counter = field(default_factory=Counter)
+    examples: List[Tuple[int, str, str]] = field(default_factory=list)
+
+    def __str__(self) -> str:
+        out = [f'Wrote {self.written} samples to {self.output_dir} ({self.lines} non-blank lines in the GT file).']
+        if self.skipped:
+            reasons = ', '.join(f'{r}: {n}' for r, n in sorted(self.skipped.items()))
+            out.append(f'Skipped {sum(self.skipped.values())} ({reasons}). First skipped lines:')
+            out += [f'  line {no}: {why}: {line!r}' for no, why, line in self.examples]
+        return '\n'.join(out)
+
+
+def _check_image(data: bytes) -> Optional[str]:
+    """None if ``data`` is a decodable, non-empty image, else why not."""
+    if not data:
+        return 'empty file'
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            img.verify()  # structure and checksums; it leaves the image unusable, hence the second open
+        with Image.open(io.BytesIO(data)) as img:
+            img.load()  # decodes everything: catches truncated files that verify() lets through
+            if img.width * img.height == 0:
+                return 'zero size'
+    except Exception as e:  # Pillow raises many types (OSError, SyntaxError, ValueError, ...) for bad files
+        return f'{type(e).__name__}: {e}'
+    return None
+
+
+def _parse(line: str) -> Optional[Tuple[str, str]]:
+    parts = line.split('\t') if '\t' in line else line.split(' ', 1)
+    if len(parts) != 2 or not parts[0].strip():
+        return None
+    return parts[0], parts[1]
+
+
+def create_lmdb_dataset(
+    input_dir: Union[str, Path],
+    gt_file: Union[str, Path],
+    output_dir: Union[str, Path],
+    overwrite: bool = False,
+    max_examples: int = 10,
+    progress: bool = False,
+) -> Report:
+    """Writes the valid samples listed in ``gt_file`` as an STR LMDB at ``output_dir``.
+
+    Args:
+        input_dir: the folder the image paths in ``gt_file`` are relative to.
+        gt_file: ``path<TAB>label`` lines (or ``path label`` when a line has no tab).
+        output_dir: the LMDB folder (created).
+        overwrite: replace an existing LMDB at ``output_dir`` (otherwise that is an error).
+        max_examples: how many skipped lines to keep in the report.
+        progress: show a tqdm progress bar.
+
+    Returns:
+        The report: lines read, samples written, skipped counts by reason and the first skipped lines.
+
+    Raises:
+        FileNotFoundError: ``input_dir`` or ``gt_file`` does not exist.
+        FileExistsError: ``output_dir`` already holds an LMDB and ``overwrite`` is False.
+    """
+    input_dir, gt_file, output_dir = Path(input_dir), Path(gt_file), Path(output_dir)
+    if not input_dir.is_dir():
+        raise FileNotFoundError(f'input folder not found: {input_dir}')
+    if not gt_file.is_file():
+        raise FileNotFoundError(f'ground-truth file not found: {gt_file}')
+    lmdb_files = [output_dir / 'data.mdb', output_dir / 'lock.mdb']
+    if lmdb_files[0].exists():
+        if not overwrite:
+            raise FileExistsError(f'an LMDB already exists at {output_dir} (use --overwrite to replace it)')
+        for f in lmdb_files:
+            f.unlink(missing_ok=True)
+
+    report = Report(output_dir=str(output_dir))
+    raw_lines = gt_file.read_bytes().splitlines()  # bytes: splits on \n, \r\n, \r only (labels may hold others)
+
+    def skip(line_no: int, reason: str, line: str, detail: str = '') -> None:
+        report.skipped[reason] += 1
+        if len(report.examples) < max_examples:
+            report.examples.append((line_no, f'{reason} ({detail})' if detail else reason, line))
+
+    def samples() -> Iterator[Tuple[bytes, str]]:
+        from tqdm import tqdm
+
+        for line_no, raw in enumerate(tqdm(raw_lines, disable=not progress, unit='line'), 1):
+            try:
+                line = raw.decode('utf-8-sig' if line_no == 1 else 'utf-8')
+            except UnicodeDecodeError as e:
+                report.lines += 1
+                skip(line_no, MALFORMED, raw.decode('utf-8', 'replace'), f'not UTF-8: {e.reason}')
+                continue
+            if not line.strip():
+                continue
+            report.lines += 1
+            parsed = _parse(line)
+            if parsed is None:
+                skip(line_no, MALFORMED, line, 'expected "path<TAB>label"')
+                continue
+            path, label = parsed
+            if not label.strip():
+                skip(line_no, EMPTY_LABEL, line)
+                continue
+            image_path = input_dir / path
+            if not image_path.is_file():
+                skip(line_no, MISSING, line)
+                continue
+            data = image_path.read_bytes()
+            problem = _check_image(data)
+            if problem:
+                skip(line_no, INVALID, line, problem)
+                continue
+            report.written += 1
+            yield data, label
+
+    write_lmdb(output_dir, samples())
+    return report
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument('input_dir', help='folder the image paths in GT_FILE are relative to')
+    p.add_argument('gt_file', help='ground truth: "path<TAB>label" per line')
+    p.add_argument('output_dir', help='LMDB folder to create')
+    p.add_argument('--overwrite', action='store_true', help='replace an existing LMDB at OUTPUT_DIR')
+    p.add_argument('--max-examples', type=int, default=10, help='skipped lines to show (default: %(default)s)')
+    args = p.parse_args(argv)
+    try:
+        report = create_lmdb_dataset(
+            args.input_dir, args.gt_file, args.output_dir, args.overwrite, args.max_examples, progress=True
+        )
+    except (FileNotFoundError, FileExistsError) as e:
+        print(f'error: {e}', file=sys.stderr)
+        return 2
+    print(report)
+    if not report.written:
+        print('error: no valid sample was found', file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

@@ -1,0 +1,92 @@
+#!/usr/bin/env python3
+"""Accuracy-vs-training-time curve of a run: evaluates every snapshot of ``checkpoints/steps/`` (written with
+``checkpoint_every_n_steps=N``) with ``tools/test.py`` and writes a markdown table, a CSV and a PNG plot.
+
+    python tools/learning_curve.py RUN_DIR --data_root DATA [--out_prefix docs/tiny_curve] [--batch_size 128]
+
+Training time of a snapshot = its file time minus the run's first TensorBoard event (so it includes validation
+and checkpointing, as a user waiting for the run sees it).
+"""
+
+import argparse
+import csv
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+TEST_PY = Path(__file__).resolve().parent / 'test.py'
+
+
+def run_start(run_dir: Path) -> float:
+    ea = EventAccumulator(str(run_dir))
+    ea.Reload()
+    return min(e.wall_time for tag in ea.Tags()['scalars'] for e in ea.Scalars(tag))
+
+
+def evaluate(ckpt: Path, data_root: str, batch_size: int) -> dict:
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / 'r.json'
+        cmd = [sys.executable, str(TEST_PY), str(ckpt), '--data_root', data_root, '--device', 'cpu',
+               '--batch_size', str(batch_size), '--num_workers', '0', '--out', str(out)]
+        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, env={**os.environ, 'PYTHONWARNINGS': 'ignore'})
+        return json.loads(out.read_text())['sets']
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    parser.add_argument('run_dir', type=Path)
+    parser.add_argument('--data_root', required=True)
+    parser.add_argument('--out_prefix', default=None, help='default: RUN_DIR/learning_curve')
+    parser.add_argument('--batch_size', type=int, default=128)
+    args = parser.parse_args()
+    snapshots = sorted((args.run_dir / 'checkpoints' / 'steps').glob('step=*.ckpt'),
+                       key=lambda p: int(re.search(r'step=(\d+)', p.name).group(1)))
+    if not snapshots:
+        sys.exit(f'error: no snapshots in {args.run_dir / "checkpoints" / "steps"} (train with checkpoint_every_n_steps)')
+    start = run_start(args.run_dir)
+    rows = []
+    for ckpt in snapshots:
+        sets = evaluate(ckpt, args.data_root, args.batch_size)
+        row = {'step': int(re.search(r'step=(\d+)', ckpt.name).group(1)),
+               'minutes': (ckpt.stat().st_mtime - start) / 60}
+        row.update({name: m['accuracy'] for name, m in sets.items()})
+        rows.append(row)
+        print(' '.join(f'{k}={v:.2f}' if isinstance(v, float) else f'{k}={v}' for k, v in row.items()), flush=True)
+    prefix = Path(args.out_prefix) if args.out_prefix else args.run_dir / 'learning_curve'
+    prefix.parent.mkdir(parents=True, exist_ok=True)
+    names = [k for k in rows[0] if k not in ('step', 'minutes')]
+    with open(f'{prefix}.csv', 'w', newline='') as f:
+        w = csv.DictWriter(f, fieldnames=rows[0].keys())
+        w.writeheader()
+        w.writerows(rows)
+    table = ['| step | minutes | ' + ' | '.join(f'{n} acc. %' for n in names) + ' |',
+             '|---:|---:|' + '---:|' * len(names)]
+    table += [f'| {r["step"]} | {r["minutes"]:.0f} | ' + ' | '.join(f'{r[n]:.2f}' for n in names) + ' |' for r in rows]
+    Path(f'{prefix}.md').write_text('\n'.join(table) + '\n')
+    print('\n'.join(table))
+    import matplotlib
+
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    for n in names:
+        ax.plot([r['minutes'] for r in rows], [r[n] for r in rows], marker='o', label=n)
+    ax.set_xlabel('training time on 2 CPU cores (minutes)')
+    ax.set_ylabel('word accuracy (%)')
+    ax.set_ylim(0, 100)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(f'{prefix}.png', dpi=120)
+    print(f'wrote {prefix}.csv, {prefix}.md, {prefix}.png')
+
+
+if __name__ == '__main__':
+    main()
