@@ -144,3 +144,16 @@ def test_spec_mask_example():
     content, query = generate_attn_masks(torch.tensor([0, 3, 2, 1]))
     assert torch.equal(query, torch.tensor([[0, inf, 0], [0, inf, inf], [0, inf, inf]]))
     assert torch.equal(content, torch.tensor([[0, inf, inf], [0, 0, 0], [0, inf, 0]]))
+
+
+def test_export_float16_copy(tmp_path, images, expected):
+    from strhub.models.checkpoint import export_checkpoint
+
+    out = export_checkpoint(FIXTURES / 'clip4str_tiny.ckpt', tmp_path / 'small.ckpt')
+    assert out.stat().st_size < 0.6 * (FIXTURES / 'clip4str_tiny.ckpt').stat().st_size
+    m = load_from_checkpoint(out)
+    with torch.no_grad():
+        logits = m(images)
+    # float16 weights: close to, not equal to, the float32 reference; same readings.
+    assert (logits - expected['modes']['ar_r1']['logits']).abs().max() < 0.05
+    assert m.tokenizer.decode(logits.softmax(-1))[0] == expected['modes']['ar_r1']['raw_preds']

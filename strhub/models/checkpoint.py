@@ -132,3 +132,18 @@ def load_from_checkpoint(path: Union[str, Path], **overrides: Any) -> CLIP4STRSy
     system = CLIP4STRSystem(**kwargs)
     load_state_dict_strict(system, sd, source)
     return system.eval()
+
+
+def export_checkpoint(src: Union[str, Path], dst: Union[str, Path], half: bool = True) -> Path:
+    """Writes an inference-only copy of a checkpoint: weights (float16 by default) and hyper-parameters,
+    without optimizer/scheduler/loop state (a fraction of the size; not resumable)."""
+    source = str(src)
+    ckpt = read_checkpoint(src)
+    sd = model_state_dict(ckpt, source)
+    hparams = hparams_from_checkpoint(ckpt, sd, source)
+    if half:
+        sd = {k: v.half() if v.is_floating_point() else v for k, v in sd.items()}
+    dst = Path(dst)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({'state_dict': sd, 'hyper_parameters': hparams}, dst)
+    return dst
