@@ -1,6 +1,5 @@
 """CLIP4STR as a LightningModule: construction from config, freezing, the PSM loss, optimiser and schedule."""
 
-import logging
 import random
 from typing import Any, Dict, Optional, Sequence
 
@@ -15,8 +14,6 @@ from strhub.models.base import BaseSystem
 from strhub.models.clip import CLIPArch, build_clip, clip_arch_of, load_clip
 from strhub.models.clip4str.model import CLIP4STR
 from strhub.models.clip4str.perm import gen_tgt_perms, generate_attn_masks
-
-log = logging.getLogger(__name__)
 
 # The original freezes whole towers only from 12 layers on, whatever the tower's depth (so "6" freezes
 # 6 of the 24 text blocks of ViT-H/14); kept for equivalence.
