@@ -45,4 +45,6 @@ class ResumableSampler(Sampler[int]):
         return iter(self._indices()[self._skip.get(self.epoch, 0) :])
 
     def __len__(self) -> int:
-        return -(-self.size // self.num_replicas) - self._skip.get(self.epoch, 0)
+        # The whole epoch, also when resuming: Lightning counts the batches done before the interruption into the
+        # epoch (its batch index continues) and expects the loader to yield only the rest.
+        return -(-self.size // self.num_replicas)
