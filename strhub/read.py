@@ -225,11 +225,10 @@ class TextReader:
     def read_tensor(self, images: Tensor) -> List[Reading]:
         """Reads a batch of preprocessed images (N, 3, H, W) in one forward pass."""
         system = self.system
-        logits = system(images.to(self.device))
-        preds, probs = system.tokenizer.decode(logits.float().softmax(-1))
+        preds, confidences = system.decode_logits(system(images.to(self.device)))
         if self.adapt_charset:
             preds = [system.charset_adapter(p) for p in preds]
-        return [Reading(t, p.prod().item()) for t, p in zip(preds, probs)]
+        return [Reading(t, c) for t, c in zip(preds, confidences)]
 
     def read_batches(self, inputs: Iterable[ImageInput]) -> Iterator[List[Tuple[int, Union[Reading, ImageReadError]]]]:
         """Reads inputs ``batch_size`` at a time, not stopping at unreadable ones.

@@ -53,11 +53,16 @@ class BaseSystem(pl.LightningModule):
     """Evaluation common to all recognisers. Subclasses provide ``tokenizer``, ``charset_adapter``,
     ``forward(images, max_length=None)`` and ``training_step``."""
 
+    def decode_logits(self, logits: Tensor) -> Tuple[List[str], List[float]]:
+        """Greedy strings (full training charset) of (N, T, C) logits and their word confidences: the product
+        of the per-character probabilities and the [E] one."""
+        preds, probs = self.tokenizer.decode(logits.float().softmax(-1))
+        return preds, [p.prod().item() for p in probs]
+
     def predict(self, images: Tensor) -> Tuple[List[str], List[float], Tensor]:
         """Raw predictions (full training charset), word confidences and the logits."""
         logits = self.forward(images)
-        preds, probs = self.tokenizer.decode(logits.float().softmax(-1))
-        return preds, [p.prod().item() for p in probs], logits
+        return (*self.decode_logits(logits), logits)
 
     def eval_batch(self, images: Tensor, labels: Sequence[str], validation: bool) -> BatchResult:
         """Scores a batch. Validation decodes exactly as many steps as the longest label (no early stop)
@@ -70,9 +75,8 @@ class BaseSystem(pl.LightningModule):
         else:
             logits = self.forward(images)
             loss, loss_numel = torch.tensor(0.0), 0
-        preds, probs = self.tokenizer.decode(logits.float().softmax(-1))
-        preds = [self.charset_adapter(p) for p in preds]
-        res = score_predictions(preds, [p.prod().item() for p in probs], labels)
+        preds, confidences = self.decode_logits(logits)
+        res = score_predictions([self.charset_adapter(p) for p in preds], confidences, labels)
         res.loss, res.loss_numel = loss.item() * loss_numel, loss_numel
         return res
 
