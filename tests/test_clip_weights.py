@@ -1,10 +1,23 @@
 """Loading the CLIP weights users have: OpenAI JIT / state-dict .pt, OpenCLIP .bin / .safetensors, and bad files."""
 
+from pathlib import Path
+
 import pytest
 import torch
+from hydra import compose, initialize_config_dir
+from hydra.utils import instantiate
 from safetensors.torch import save_file
 
-from strhub.models.clip import CLIPArch, CLIPWeightsError, build_clip, encode_image, encode_text, load_clip
+from strhub.models.clip import (
+    CLIPArch,
+    CLIPWeightsError,
+    build_clip,
+    encode_image,
+    encode_text,
+    init_sincos_pos_embed,
+    load_clip,
+    sincos_pos_embed,
+)
 
 # Files carry no head count: heads = width // 64, so the smallest widths are 64.
 ARCH = CLIPArch(embed_dim=16, image_size=32, patch_size=8, vision_width=64, vision_layers=2, text_width=64,
@@ -116,3 +129,34 @@ def test_not_a_vit_clip(tmp_path):
     torch.save({'visual.layer1.0.conv1.weight': torch.zeros(1)}, path)
     with pytest.raises(CLIPWeightsError, match='resnet.pt.*not a ViT CLIP'):
         load_clip(path)
+
+
+def test_sincos_position_codes():
+    codes = sincos_pos_embed((2, 3), 8)  # rows in channels 0..3, columns in 4..7
+    assert codes.shape == (6, 8) and codes.abs().max() <= 1
+    grid = codes.view(2, 3, 8)
+    assert torch.equal(grid[:, 0, :4], grid[:, 2, :4]) and not torch.equal(grid[0, :, :4], grid[1, :, :4])
+    assert torch.equal(grid[0, :, 4:], grid[1, :, 4:]) and not torch.equal(grid[:, 0, 4:], grid[:, 1, 4:])
+    assert len({tuple(c.tolist()) for c in codes}) == 6
+
+    model = build_clip(ARCH)
+    init_sincos_pos_embed(model)
+    pos = model.visual.positional_embedding
+    assert torch.equal(pos[0], torch.zeros(64)) and torch.equal(pos[1:], sincos_pos_embed((4, 4), 64))
+    assert pos.requires_grad  # a starting point, still learned
+
+
+def test_sincos_init_refuses_pretrained_weights(tmp_path, reference):
+    path = tmp_path / 'clip.pt'
+    torch.save(reference.state_dict(), path)
+    config = compose_tiny(['model.pos_embed_init=sincos', f'model.clip_pretrained={path}', 'model.clip_arch=null',
+                           'model.img_size=[32,32]'])
+    with pytest.raises(Exception, match='pos_embed_init=sincos is for a random CLIP'):
+        instantiate(config.model)
+    with pytest.raises(Exception, match="pos_embed_init must be null or 'sincos'"):
+        instantiate(compose_tiny(['model.pos_embed_init=learned']).model)
+
+
+def compose_tiny(overrides):
+    with initialize_config_dir(config_dir=str(Path(__file__).resolve().parents[1] / 'configs'), version_base='1.2'):
+        return compose('main', overrides=['+experiment=clip4str-tiny'] + overrides)

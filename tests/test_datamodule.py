@@ -10,6 +10,7 @@ from PIL import Image
 
 from strhub.data import augment
 from strhub.data.module import SceneTextDataModule, seed_worker
+from strhub.data.sampler import ResumableSampler
 from strhub.data.transforms import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD, get_transform
 from strhub.data.utils import CHARSETS
 
@@ -272,3 +273,25 @@ def test_resume_mid_epoch_and_shard_across_processes(data_root):
 
     shards = [list(ResumableSampler(10, True, 3, num_replicas=2, rank=r)) for r in (0, 1)]
     assert sorted(shards[0] + shards[1]) == list(range(10)) and len(shards[0]) == len(shards[1]) == 5
+
+
+def test_curriculum_goes_from_short_to_long_labels_then_shuffles(tmp_path, make_lmdb, png_bytes):
+    red = png_bytes(color=(255, 0, 0))
+    words = ['a' * n for n in range(1, 13) for _ in range(5)]
+    random.Random(0).shuffle(words)
+    make_lmdb('root/train/real/A', [(red, w) for w in words[:30]])
+    make_lmdb('root/train/real/B', [(red, w) for w in words[30:]])
+    dm = make_dm(tmp_path / 'root', curriculum_epochs=1, seed=1)
+    loader = dm.train_dataloader()
+    first = [len(w) for w in labels_of(loader)]
+    assert sorted(first) == sorted(len(w) for w in words)
+    # Ordered by length + uniform(0, 3): never more than 3 characters out of order, and not simply sorted.
+    assert all(a - b < ResumableSampler.CURRICULUM_SPREAD for i, a in enumerate(first) for b in first[i:])
+    assert first != sorted(first)
+    assert first == [len(w) for w in labels_of(make_dm(tmp_path / 'root', curriculum_epochs=1, seed=1)
+                                               .train_dataloader())]  # a function of (seed, epoch): resumable
+    loader.sampler.set_epoch(1)
+    second = [len(w) for w in labels_of(loader)]
+    assert sorted(second) == sorted(first) and np.corrcoef(np.arange(len(second)), second)[0, 1] < 0.5
+    with pytest.raises(ValueError, match='label length of every sample'):
+        ResumableSampler(3, True, 0, lengths=[1, 2], curriculum_epochs=1)

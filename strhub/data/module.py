@@ -4,7 +4,7 @@ import os
 import random
 from functools import partial
 from pathlib import PurePath
-from typing import Callable, Dict, Optional, Sequence, Tuple, Union
+from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import pytorch_lightning as pl
@@ -14,6 +14,13 @@ from torch.utils.data import ConcatDataset, DataLoader, Dataset
 from .dataset import LmdbDataset, build_tree_dataset
 from .sampler import ResumableSampler
 from .transforms import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD, get_transform
+
+
+def label_lengths(dataset: Dataset) -> List[int]:
+    """Label length of every sample of an LMDB dataset or a ConcatDataset of them, in dataset order."""
+    if isinstance(dataset, ConcatDataset):
+        return [n for d in dataset.datasets for n in label_lengths(d)]
+    return [len(label) for label in dataset.labels]
 
 
 def seed_worker(worker_id: int, rank: int = 0) -> None:
@@ -64,6 +71,7 @@ class SceneTextDataModule(pl.LightningDataModule):
         seed: seeds the shuffling generator and, through it, the worker RNGs.
         test_openai_meanstd: test normalisation with the OpenAI CLIP statistics instead of 0.5/0.5.
         pin_memory: DataLoader ``pin_memory``; None means only when CUDA is available (no CPU warning).
+        curriculum_epochs: the first N training epochs go from short to long labels (see ``ResumableSampler``).
 
     Raises:
         FileNotFoundError: ``root_dir`` does not exist.
@@ -98,6 +106,7 @@ class SceneTextDataModule(pl.LightningDataModule):
         seed: int = 0,
         test_openai_meanstd: bool = False,
         pin_memory: Optional[bool] = None,
+        curriculum_epochs: int = 0,
     ) -> None:
         super().__init__()
         if not os.path.isdir(root_dir):
@@ -118,6 +127,7 @@ class SceneTextDataModule(pl.LightningDataModule):
         self.collate_fn = collate_fn
         self.seed = seed
         self.pin_memory = torch.cuda.is_available() if pin_memory is None else pin_memory
+        self.curriculum_epochs = curriculum_epochs
         self.mean = OPENAI_DATASET_MEAN if openai_meanstd else 0.5
         self.std = OPENAI_DATASET_STD if openai_meanstd else 0.5
         self.test_mean = OPENAI_DATASET_MEAN if test_openai_meanstd else 0.5
@@ -181,14 +191,17 @@ class SceneTextDataModule(pl.LightningDataModule):
         """Restored by Lightning before the loaders are built: the next train loader resumes mid-epoch."""
         self._resume_position = state.get('train_position')
 
-    def _loader(self, dataset: Dataset, shuffle: bool, persistent: bool, sharded: bool = False) -> DataLoader:
+    def _loader(
+        self, dataset: Dataset, shuffle: bool, persistent: bool, sharded: bool = False, curriculum_epochs: int = 0
+    ) -> DataLoader:
         # The order is a function of (seed, epoch) alone, and so are the worker seeds (drawn from `generator`). With
         # num_workers=0 the augmentation uses the main process RNGs (seed them with pl.seed_everything). Train and
         # val loaders are sharded across processes here (the trainer runs with use_distributed_sampler=False).
         generator = torch.Generator()
         generator.manual_seed(self.seed)
         replicas, rank = self._world() if sharded else (1, 0)
-        sampler = ResumableSampler(len(dataset), shuffle, self.seed, replicas, rank)
+        lengths = label_lengths(dataset) if curriculum_epochs > 0 else None
+        sampler = ResumableSampler(len(dataset), shuffle, self.seed, replicas, rank, lengths, curriculum_epochs)
         return DataLoader(
             dataset,
             batch_size=self.batch_size,
@@ -202,7 +215,9 @@ class SceneTextDataModule(pl.LightningDataModule):
         )
 
     def train_dataloader(self) -> DataLoader:
-        loader = self._loader(self.train_dataset, shuffle=True, persistent=True, sharded=True)
+        loader = self._loader(
+            self.train_dataset, shuffle=True, persistent=True, sharded=True, curriculum_epochs=self.curriculum_epochs
+        )
         if self._resume_position:
             pos = self._resume_position
             if 0 < pos['batches'] < len(loader):  # an end-of-epoch checkpoint needs no skipping

@@ -1,7 +1,7 @@
 """Sampling that makes an interrupted run resume exactly: a per-(seed, epoch) order, sharded across processes,
 that can start an epoch part-way through."""
 
-from typing import Iterator, List
+from typing import Iterator, List, Optional, Sequence
 
 import torch
 from torch.utils.data import Sampler
@@ -12,11 +12,29 @@ class ResumableSampler(Sampler[int]):
 
     The order of an epoch depends only on ``(seed, epoch)``, so a resumed run sees what the uninterrupted one would.
     Lightning calls :meth:`set_epoch` at every epoch start.
+
+    Curriculum: the first ``curriculum_epochs`` shuffled epochs go from short to long labels, ordered by
+    ``length + uniform(0, CURRICULUM_SPREAD)`` (neighbouring lengths mix); later epochs are uniformly shuffled.
     """
 
-    def __init__(self, size: int, shuffle: bool, seed: int, num_replicas: int = 1, rank: int = 0) -> None:
+    CURRICULUM_SPREAD = 3.0
+
+    def __init__(
+        self,
+        size: int,
+        shuffle: bool,
+        seed: int,
+        num_replicas: int = 1,
+        rank: int = 0,
+        lengths: Optional[Sequence[int]] = None,
+        curriculum_epochs: int = 0,
+    ) -> None:
+        if curriculum_epochs > 0 and (lengths is None or len(lengths) != size):
+            raise ValueError('a curriculum needs the label length of every sample')
         self.size, self.shuffle, self.seed = size, shuffle, seed
         self.num_replicas, self.rank = num_replicas, rank
+        self.lengths = torch.as_tensor(lengths, dtype=torch.float64) if curriculum_epochs > 0 else None
+        self.curriculum_epochs = curriculum_epochs
         self.epoch = 0
         self._skip = {}  # epoch -> samples of this process consumed before an interruption
 
@@ -32,7 +50,11 @@ class ResumableSampler(Sampler[int]):
         self._skip = {epoch: consumed}
 
     def _indices(self) -> List[int]:
-        if self.shuffle:
+        if self.shuffle and self.epoch < self.curriculum_epochs:
+            g = torch.Generator().manual_seed(self.seed + self.epoch)
+            keys = self.lengths + self.CURRICULUM_SPREAD * torch.rand(self.size, generator=g, dtype=torch.float64)
+            order = torch.argsort(keys).tolist()
+        elif self.shuffle:
             g = torch.Generator().manual_seed(self.seed + self.epoch)
             order = torch.randperm(self.size, generator=g).tolist()
         else:

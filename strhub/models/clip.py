@@ -121,6 +121,31 @@ def build_clip(arch: CLIPArch) -> CLIP:
     return CLIP(arch.embed_dim, vision, text, quick_gelu=True)
 
 
+def sincos_pos_embed(grid: Tuple[int, int], width: int) -> Tensor:
+    """2D sin-cos position codes, (grid_h * grid_w, width): half the channels encode the row, half the column."""
+
+    def axis(n: int, dim: int) -> Tensor:
+        freqs = 1.0 / 10000 ** (torch.arange(dim // 2) / (dim // 2))
+        angles = torch.arange(n)[:, None] * freqs[None]
+        return torch.cat([angles.sin(), angles.cos()], dim=1)
+
+    gh, gw = grid
+    rows, cols = axis(gh, width // 2), axis(gw, width // 2)
+    return torch.cat([rows[:, None].expand(gh, gw, -1), cols[None].expand(gh, gw, -1)], dim=-1).reshape(gh * gw, width)
+
+
+def init_sincos_pos_embed(clip: CLIP) -> None:
+    """Starts a randomly built image tower's learned position embedding at 2D sin-cos codes (zero for the class
+    token). OpenAI's random init (width^-0.5 noise) gives patches no usable notion of place, and from scratch the
+    decoders then learn only the label prior for thousands of steps; trained weights overwrite this anyway."""
+    pos = clip.visual.positional_embedding
+    if pos.shape[1] % 4:
+        raise ValueError(f'sin-cos position codes need a vision width divisible by 4, got {pos.shape[1]}')
+    with torch.no_grad():
+        pos.zero_()
+        pos[1:] = sincos_pos_embed(clip.visual.grid_size, pos.shape[1])
+
+
 def read_clip_state_dict(path: Union[str, Path]) -> Dict[str, Tensor]:
     """Reads CLIP weights from a local file, never downloading.
 

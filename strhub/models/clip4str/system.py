@@ -11,7 +11,7 @@ from torch.optim import AdamW
 from torch.optim.lr_scheduler import OneCycleLR
 
 from strhub.models.base import BaseSystem
-from strhub.models.clip import CLIPArch, build_clip, clip_arch_of, load_clip
+from strhub.models.clip import CLIPArch, build_clip, clip_arch_of, init_sincos_pos_embed, load_clip
 from strhub.models.clip4str.model import CLIP4STR
 from strhub.models.clip4str.perm import gen_tgt_perms, generate_attn_masks
 
@@ -59,8 +59,13 @@ class CLIP4STRSystem(BaseSystem):
         coef_lr: float,
         coef_wd: float,
         seed: int = 0,
+        pos_embed_init: Optional[str] = None,
     ) -> None:
         super().__init__()
+        if pos_embed_init not in (None, 'sincos'):
+            raise ValueError(f"pos_embed_init must be null or 'sincos', got {pos_embed_init!r}")
+        if pos_embed_init and clip_pretrained:
+            raise ValueError('pos_embed_init=sincos is for a random CLIP; it would overwrite pre-trained weights')
         arch = CLIPArch(**clip_arch) if clip_arch is not None else None
         if clip_pretrained:
             clip = load_clip(clip_pretrained, arch)
@@ -68,6 +73,8 @@ class CLIP4STRSystem(BaseSystem):
             clip = build_clip(arch)
         else:
             raise ValueError('set model.clip_pretrained (a CLIP weights file) or model.clip_arch (random init)')
+        if pos_embed_init == 'sincos':
+            init_sincos_pos_embed(clip)
         if tuple(img_size) != tuple(clip.visual.image_size):
             raise ValueError(f'img_size {list(img_size)} differs from the CLIP input size {list(clip.visual.image_size)}')
         if perm_mirrored and perm_num % 2:
