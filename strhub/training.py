@@ -97,10 +97,15 @@ def run_training(config: DictConfig) -> str:
         monitor='val_accuracy',
         mode='max',
         save_top_k=config.save_top_k,
-        save_last=True,
         filename='{epoch}-{step}-{val_accuracy:.4f}-{val_NED:.4f}',
     )
-    callbacks = [checkpoint, LearningRateMonitor(logging_interval='step')]
+    # Lightning's save_last writes last.ckpt only when a best-k file is written in the same step: a run whose
+    # accuracy stalls would resume from its last improvement. This callback rewrites it at every validation.
+    last = ModelCheckpoint(
+        dirpath=run_dir / 'checkpoints', filename='last', monitor=None, save_top_k=1, save_on_train_epoch_end=False,
+        enable_version_counter=False,
+    )
+    callbacks = [checkpoint, last, LearningRateMonitor(logging_interval='step')]
     if config.checkpoint_every_n_steps:  # snapshots kept for learning curves
         callbacks.append(ModelCheckpoint(
             dirpath=run_dir / 'checkpoints' / 'steps', every_n_train_steps=config.checkpoint_every_n_steps,
@@ -117,8 +122,8 @@ def run_training(config: DictConfig) -> str:
     warnings.filterwarnings('ignore', message="You're resuming from a checkpoint that ended before the epoch ended")
     trainer.fit(model, datamodule=datamodule, ckpt_path=config.ckpt_path)
     if trainer.state.status == 'finished':  # validation-time checkpoints may miss the last steps
-        trainer.save_checkpoint(checkpoint.dirpath + '/last.ckpt')
+        trainer.save_checkpoint(last.dirpath + '/last.ckpt')
     if trainer.is_global_zero:
         print(f'best checkpoint: {checkpoint.best_model_path or "-"} (val_accuracy {checkpoint.best_model_score})')
-        print(f'last checkpoint: {checkpoint.last_model_path}')
+        print(f'last checkpoint: {last.best_model_path}')
     return str(run_dir)
