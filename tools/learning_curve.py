@@ -29,11 +29,12 @@ def run_start(run_dir: Path) -> float:
     return min(e.wall_time for tag in ea.Tags()['scalars'] for e in ea.Scalars(tag))
 
 
-def evaluate(ckpt: Path, data_root: str, batch_size: int) -> dict:
+def evaluate(ckpt: Path, data_root: str, batch_size: int, openai_meanstd: bool) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / 'r.json'
         cmd = [sys.executable, str(TEST_PY), str(ckpt), '--data_root', data_root, '--device', 'cpu',
                '--batch_size', str(batch_size), '--num_workers', '0', '--out', str(out)]
+        cmd += ['--openai_meanstd'] if openai_meanstd else []
         subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, env={**os.environ, 'PYTHONWARNINGS': 'ignore'})
         return json.loads(out.read_text())['sets']
 
@@ -44,6 +45,8 @@ def main() -> None:
     parser.add_argument('--data_root', required=True)
     parser.add_argument('--out_prefix', default=None, help='default: RUN_DIR/learning_curve')
     parser.add_argument('--batch_size', type=int, default=128)
+    parser.add_argument('--openai_meanstd', action='store_true',
+                        help="test with the OpenAI CLIP statistics (the training normalisation) instead of test.py's 0.5/0.5")
     args = parser.parse_args()
     snapshots = sorted((args.run_dir / 'checkpoints' / 'steps').glob('step=*.ckpt'),
                        key=lambda p: int(re.search(r'step=(\d+)', p.name).group(1)))
@@ -52,10 +55,11 @@ def main() -> None:
     start = run_start(args.run_dir)
     rows = []
     for ckpt in snapshots:
-        sets = evaluate(ckpt, args.data_root, args.batch_size)
+        sets = evaluate(ckpt, args.data_root, args.batch_size, args.openai_meanstd)
         row = {'step': int(re.search(r'step=(\d+)', ckpt.name).group(1)),
                'minutes': (ckpt.stat().st_mtime - start) / 60}
-        row.update({name: m['accuracy'] for name, m in sets.items()})
+        for name, m in sets.items():
+            row[f'{name} acc. %'], row[f'{name} 1-NED %'] = m['accuracy'], m['one_minus_ned']
         rows.append(row)
         print(' '.join(f'{k}={v:.2f}' if isinstance(v, float) else f'{k}={v}' for k, v in row.items()), flush=True)
     prefix = Path(args.out_prefix) if args.out_prefix else args.run_dir / 'learning_curve'
@@ -65,7 +69,7 @@ def main() -> None:
         w = csv.DictWriter(f, fieldnames=rows[0].keys())
         w.writeheader()
         w.writerows(rows)
-    table = ['| step | minutes | ' + ' | '.join(f'{n} acc. %' for n in names) + ' |',
+    table = ['| step | minutes | ' + ' | '.join(names) + ' |',
              '|---:|---:|' + '---:|' * len(names)]
     table += [f'| {r["step"]} | {r["minutes"]:.0f} | ' + ' | '.join(f'{r[n]:.2f}' for n in names) + ' |' for r in rows]
     Path(f'{prefix}.md').write_text('\n'.join(table) + '\n')
@@ -76,8 +80,8 @@ def main() -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 3.5))
-    for n in names:
-        ax.plot([r['minutes'] for r in rows], [r[n] for r in rows], marker='o', label=n)
+    for n in (n for n in names if n.endswith('acc. %')):
+        ax.plot([r['minutes'] for r in rows], [r[n] for r in rows], marker='o', label=n[: -len(' acc. %')])
     ax.set_xlabel('training time on 2 CPU cores (minutes)')
     ax.set_ylabel('word accuracy (%)')
     ax.set_ylim(0, 100)
