@@ -50,13 +50,13 @@ class ResumableSampler(Sampler[int]):
         self._skip = {epoch: consumed}
 
     def _indices(self) -> List[int]:
-        if self.shuffle and self.epoch < self.curriculum_epochs:
+        if self.shuffle:
             g = torch.Generator().manual_seed(self.seed + self.epoch)
-            keys = self.lengths + self.CURRICULUM_SPREAD * torch.rand(self.size, generator=g, dtype=torch.float64)
-            order = torch.argsort(keys).tolist()
-        elif self.shuffle:
-            g = torch.Generator().manual_seed(self.seed + self.epoch)
-            order = torch.randperm(self.size, generator=g).tolist()
+            if self.epoch < self.curriculum_epochs:
+                noise = self.CURRICULUM_SPREAD * torch.rand(self.size, generator=g, dtype=torch.float64)
+                order = torch.argsort(self.lengths + noise).tolist()
+            else:
+                order = torch.randperm(self.size, generator=g).tolist()
         else:
             order = list(range(self.size))
         total = -(-self.size // self.num_replicas) * self.num_replicas

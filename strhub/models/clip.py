@@ -136,8 +136,7 @@ def sincos_pos_embed(grid: Tuple[int, int], width: int) -> Tensor:
 
 def init_sincos_pos_embed(clip: CLIP) -> None:
     """Starts a randomly built image tower's learned position embedding at 2D sin-cos codes (zero for the class
-    token). OpenAI's random init (width^-0.5 noise) gives patches no usable notion of place, and from scratch the
-    decoders then learn only the label prior for thousands of steps; trained weights overwrite this anyway."""
+    token) instead of OpenAI's random init (width^-0.5 noise, no notion of place), for training from scratch."""
     pos = clip.visual.positional_embedding
     if pos.shape[1] % 4:
         raise ValueError(f'sin-cos position codes need a vision width divisible by 4, got {pos.shape[1]}')
