@@ -269,8 +269,6 @@ def test_resume_mid_epoch_and_shard_across_processes(data_root):
     resumed = labels_of(loader)
     assert resumed == full[dm.batch_size:]  # the rest of the interrupted epoch, in the same order
     # Two processes see disjoint halves of the same epoch order.
-    from strhub.data.sampler import ResumableSampler
-
     shards = [list(ResumableSampler(10, True, 3, num_replicas=2, rank=r)) for r in (0, 1)]
     assert sorted(shards[0] + shards[1]) == list(range(10)) and len(shards[0]) == len(shards[1]) == 5
 
