@@ -5,7 +5,8 @@
     python tools/learning_curve.py RUN_DIR --data_root DATA [--out_prefix docs/tiny_curve] [--batch_size 128]
 
 Training time of a snapshot = its file time minus the run's first TensorBoard event (so it includes validation
-and checkpointing, as a user waiting for the run sees it).
+and checkpointing, as a user waiting for the run sees it). Each snapshot's results are kept beside it
+(``step=N.ckpt.test.json``) and reused, so the command can run while training goes on and only tests new snapshots.
 """
 
 import argparse
@@ -30,13 +31,22 @@ def run_start(run_dir: Path) -> float:
 
 
 def evaluate(ckpt: Path, data_root: str, batch_size: int, openai_meanstd: bool) -> dict:
+    """test.py's per-set results for a snapshot, from its kept results file when they were made the same way."""
+    kept = ckpt.with_name(ckpt.name + '.test.json')
+    setup = {'data_root': str(Path(data_root).resolve()), 'openai_meanstd': openai_meanstd}
+    if kept.is_file() and kept.stat().st_mtime >= ckpt.stat().st_mtime:
+        saved = json.loads(kept.read_text())
+        if saved.get('setup') == setup:
+            return saved['sets']
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / 'r.json'
         cmd = [sys.executable, str(TEST_PY), str(ckpt), '--data_root', data_root, '--device', 'cpu',
                '--batch_size', str(batch_size), '--num_workers', '0', '--out', str(out)]
         cmd += ['--openai_meanstd'] if openai_meanstd else []
         subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, env={**os.environ, 'PYTHONWARNINGS': 'ignore'})
-        return json.loads(out.read_text())['sets']
+        sets = json.loads(out.read_text())['sets']
+    kept.write_text(json.dumps({'setup': setup, 'sets': sets}, indent=1) + '\n')
+    return sets
 
 
 def main() -> None:
