@@ -10,6 +10,8 @@ import sys
 from pathlib import Path
 from typing import Any, Callable, Dict, List, NoReturn, Optional, Sequence, Tuple, Union
 
+from strhub.pretrained import not_found_message, pretrained_path
+
 # ``name:type=value`` (the original's ``parse_model_args``); the name is a Python identifier.
 _MODEL_ARG = re.compile(r'^(?P<name>[A-Za-z_]\w*):(?P<type>int|float|str|bool)=(?P<value>.*)$', re.S)
 _CASTS: Dict[str, Callable[[str], Any]] = {
@@ -114,7 +116,7 @@ def _val_accuracy(name: str) -> Optional[float]:
 
 
 def resolve_checkpoint(path: Union[str, os.PathLike]) -> Path:
-    """A checkpoint file, or a directory of them (as written by training: ``checkpoints/``).
+    """A checkpoint file, a directory of them (as written by training: ``checkpoints/``) or a shipped model's name.
 
     For a directory, as the original: the file whose name contains ``val`` with the highest ``val_accuracy`` parsed
     from the name. Unlike the original, names that do not parse are ignored instead of crashing, and ``last.ckpt``
@@ -123,11 +125,11 @@ def resolve_checkpoint(path: Union[str, os.PathLike]) -> Path:
     Raises:
         CLIError: the path does not exist, or the directory holds no usable checkpoint.
     """
-    path = Path(path)
+    path = pretrained_path(path) or Path(path)
     if path.is_file():
         return path
     if not path.exists():
-        raise CLIError(f'checkpoint not found: {path}')
+        raise CLIError(not_found_message(path))
     if not path.is_dir():
         raise CLIError(f'checkpoint is not a file: {path}')
     scored = []
@@ -145,9 +147,7 @@ def resolve_checkpoint(path: Union[str, os.PathLike]) -> Path:
 
 def load_model(path: Union[str, os.PathLike], **overrides: Any):
     """``strhub.models.load_from_checkpoint`` that turns every loading failure into a one-line ``CLIError``."""
-    path = Path(path)
-    if not path.is_file():  # checked before importing the models (seconds of imports)
-        raise CLIError(f'checkpoint not found: {path}')
+    path = resolve_checkpoint(path)  # checked before importing the models (seconds of imports)
     from strhub.models import CheckpointError, load_from_checkpoint
 
     try:

@@ -14,6 +14,7 @@ from pytorch_lightning.strategies import DDPStrategy
 
 from strhub.models.checkpoint import model_state_dict, read_checkpoint
 from strhub.models.clip import load_state_dict_strict
+from strhub.pretrained import pretrained_path
 
 
 class TrainingSetupError(ValueError):
@@ -36,7 +37,10 @@ def check_paths(config: DictConfig) -> None:
         raise TrainingSetupError(f'validation data not found: {root / "val"}')
     for key in ('model.clip_pretrained', 'ckpt_path', 'pretrained'):
         value = OmegaConf.select(config, key)
-        if value and not Path(value).is_file():
+        if not value:
+            continue
+        shipped = pretrained_path(value) if key == 'pretrained' else None  # pretrained=clip4str-tiny
+        if not (shipped or Path(value)).is_file():
             raise TrainingSetupError(f'{key} file not found: {value}')
 
 

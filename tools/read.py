@@ -43,7 +43,11 @@ def build_parser() -> argparse.ArgumentParser:
         epilog='Model arguments name:type=value (type int, float, str or bool) override the checkpoint, '
         'e.g. refine_iters:int=0 decode_ar:bool=false.',
     )
-    parser.add_argument('checkpoint', help='checkpoint file (.ckpt/.pt) or a training checkpoints/ directory')
+    parser.add_argument(
+        'checkpoint',
+        help='checkpoint file (.ckpt/.pt), a training checkpoints/ directory,'
+        ' or a shipped model: clip4str-tiny',
+    )
     parser.add_argument('paths', nargs='+', metavar='PATH', help='image files and folders (searched recursively)')
     parser.add_argument('--format', choices=('text', 'json', 'csv'), default='text', help='output format')
     parser.add_argument(

@@ -48,7 +48,11 @@ def build_parser() -> argparse.ArgumentParser:
         epilog='Unknown arguments name:type=value (type int, float, str or bool) override the checkpoint, '
         'e.g. refine_iters:int=0 decode_ar:bool=false.',
     )
-    parser.add_argument('checkpoint', help='checkpoint file, or a directory: best *val_accuracy=* file, else last.ckpt')
+    parser.add_argument(
+        'checkpoint',
+        help='checkpoint file, a directory (best *val_accuracy=* file, else last.ckpt)'
+        ' or a shipped model: clip4str-tiny',
+    )
     parser.add_argument('--data_root', default='data', help='dataset root holding test/<name>/data.mdb')
     parser.add_argument('--batch_size', type=int, default=512)
     parser.add_argument('--num_workers', type=int, default=4)

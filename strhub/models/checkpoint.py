@@ -17,6 +17,7 @@ from torch import Tensor
 from strhub.data.utils import CHARSETS
 from strhub.models.clip import arch_from_state_dict, load_state_dict_strict
 from strhub.models.clip4str.system import CLIP4STRSystem
+from strhub.pretrained import not_found_message, pretrained_path
 
 log = logging.getLogger(__name__)
 
@@ -43,9 +44,10 @@ _SYSTEM_ARGS = [p for p in inspect.signature(CLIP4STRSystem.__init__).parameters
 
 
 def read_checkpoint(path: Union[str, Path]) -> Dict[str, Any]:
-    path = Path(path)
+    """The contents of a checkpoint file, or of a shipped model given by name (see ``strhub.pretrained``)."""
+    path = pretrained_path(path) or Path(path)
     if not path.is_file():
-        raise CheckpointError(f'checkpoint not found: {path}')
+        raise CheckpointError(not_found_message(path))
     try:
         return torch.load(str(path), map_location='cpu', weights_only=True)
     except Exception:  # noqa: BLE001 - Lightning checkpoints may pickle more than tensors; retry fully
@@ -113,7 +115,8 @@ def load_from_checkpoint(path: Union[str, Path], **overrides: Any) -> CLIP4STRSy
     """Loads a CLIP4STR checkpoint (ours or a released one) as a model in eval mode.
 
     Args:
-        path: ``.ckpt`` (Lightning) or ``.pt`` (plain state dict) file.
+        path: ``.ckpt`` (Lightning) or ``.pt`` (plain state dict) file, or the name of a shipped model
+            (``'clip4str-tiny'``).
         overrides: constructor arguments to change, e.g. ``refine_iters=0``, ``decode_ar=False``,
             ``charset_test=...``, ``dropout=0``.
 
