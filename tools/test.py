@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence, TextIO, Tuple
 
 from strhub.cli_utils import CLIError, load_model, model_overrides, parse_model_args, resolve_checkpoint, run_cli
+from strhub.pretrained import pretrained_path
 
 PROG = 'test.py'
 
@@ -290,8 +291,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     total_samples = sum(r.num_samples for r in results.values())
     report = format_report(groups, metrics, combined, elapsed, total_samples)
 
-    # Written next to the checkpoint, as the original (a read-only location only costs a warning).
-    log_path = Path(f'{checkpoint}.log_new{args.new}.txt')
+    # Written next to the checkpoint, as the original (a read-only location only costs a warning); for a shipped
+    # model given by name, in the working directory rather than inside the package.
+    log_path = Path(f'{args.checkpoint if pretrained_path(args.checkpoint) else checkpoint}.log_new{args.new}.txt')
     try:
         log = open(log_path, 'w')
     except OSError as e:
