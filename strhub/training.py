@@ -8,7 +8,7 @@ import pytorch_lightning as pl
 import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
-from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
+from pytorch_lightning.callbacks import Callback, LearningRateMonitor, ModelCheckpoint
 from pytorch_lightning.loggers import TensorBoardLogger
 from pytorch_lightning.strategies import DDPStrategy
 
@@ -44,6 +44,25 @@ def check_paths(config: DictConfig) -> None:
             raise TrainingSetupError(f'{key} file not found: {value}')
 
 
+class ScheduleCheck(Callback):
+    """Refuses to resume a run whose learning-rate schedule was planned for another number of steps.
+
+    OneCycle's length is fixed when a run starts (from max_steps / max_epochs, batch size, devices, accumulation);
+    a resumed run with other values would otherwise fail deep in the scheduler, or train on a wrong schedule.
+    """
+
+    def on_load_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
+        saved = [s.get('total_steps') for s in checkpoint.get('lr_schedulers', [])]
+        planned = trainer.estimated_stepping_batches
+        if saved and saved[0] is not None and saved[0] != planned:
+            raise TrainingSetupError(
+                f"the checkpoint's learning-rate schedule spans {saved[0]} optimizer steps, this configuration "
+                f'{planned}: resume with the settings the run started with (trainer.max_steps, trainer.max_epochs, '
+                'model.batch_size, trainer.gpus, trainer.accumulate_grad_batches), or start a new run from its '
+                'weights with pretrained=CHECKPOINT'
+            )
+
+
 def trainer_kwargs(config: DictConfig) -> dict:
     """Maps the original's ``trainer.gpus`` onto Lightning 2 accelerator/devices/strategy/precision."""
     kw = OmegaConf.to_container(config.trainer, resolve=True)
@@ -53,7 +72,8 @@ def trainer_kwargs(config: DictConfig) -> dict:
     if gpus and gpus > 0:
         if torch.cuda.device_count() < gpus:
             raise TrainingSetupError(
-                f'trainer.gpus={gpus} but {torch.cuda.device_count()} CUDA device(s) visible; use trainer.gpus=0 for CPU'
+                f'trainer.gpus={gpus} but {torch.cuda.device_count()} CUDA device(s) visible; '
+                'use trainer.gpus=0 for CPU'
             )
         kw.update(accelerator='gpu', devices=gpus)
     else:
@@ -85,7 +105,8 @@ def run_training(config: DictConfig) -> str:
     kw = trainer_kwargs(config)
 
     datamodule = instantiate(config.data)
-    batches = math.ceil(len(datamodule.train_dataset) / (config.data.batch_size * kw['devices'] * kw.get('num_nodes', 1)))
+    world = kw['devices'] * kw.get('num_nodes', 1)
+    batches = math.ceil(len(datamodule.train_dataset) / (config.data.batch_size * world))
     if isinstance(kw.get('val_check_interval'), int) and kw['val_check_interval'] > batches:
         print(f'val_check_interval {kw["val_check_interval"]} > {batches} batches per epoch: validating once per epoch')
         kw['val_check_interval'] = 1.0
@@ -109,7 +130,7 @@ def run_training(config: DictConfig) -> str:
         dirpath=run_dir / 'checkpoints', filename='last', monitor=None, save_top_k=1, save_on_train_epoch_end=False,
         enable_version_counter=False,
     )
-    callbacks = [checkpoint, last, LearningRateMonitor(logging_interval='step')]
+    callbacks = [checkpoint, last, LearningRateMonitor(logging_interval='step'), ScheduleCheck()]
     if config.checkpoint_every_n_steps:  # snapshots kept for learning curves
         callbacks.append(ModelCheckpoint(
             dirpath=run_dir / 'checkpoints' / 'steps', every_n_train_steps=config.checkpoint_every_n_steps,

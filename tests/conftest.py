@@ -7,6 +7,7 @@ from typing import Callable, Iterable, Tuple, Union
 
 import pytest
 import torch
+from hydra import compose, initialize_config_dir
 from PIL import Image
 
 from strhub.data.lmdb_io import write_lmdb
@@ -15,6 +16,20 @@ from strhub.data.lmdb_io import write_lmdb
 # and subprocesses, more threads oversubscribe the cores and make the tiny models many times slower.
 os.environ.setdefault('OMP_NUM_THREADS', '1')
 torch.set_num_threads(int(os.environ['OMP_NUM_THREADS']))
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def compose_config() -> Callable[[Iterable[str]], object]:
+    """``compose_config(overrides)``: ``configs/main.yaml`` composed with these Hydra overrides."""
+
+    def compose_(overrides: Iterable[str]):
+        with initialize_config_dir(config_dir=str(REPO / 'configs'), version_base='1.2'):
+            return compose('main', overrides=list(overrides))
+
+    return compose_
+
 
 # --- Tiny LMDB data ------------------------------------------------------------------------------------------------
 

@@ -1,10 +1,7 @@
 """Loading the CLIP weights users have: OpenAI JIT / state-dict .pt, OpenCLIP .bin / .safetensors, and bad files."""
 
-from pathlib import Path
-
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from safetensors.torch import save_file
 
@@ -146,17 +143,12 @@ def test_sincos_position_codes():
     assert pos.requires_grad  # a starting point, still learned
 
 
-def test_sincos_init_refuses_pretrained_weights(tmp_path, reference):
+def test_sincos_init_refuses_pretrained_weights(tmp_path, reference, compose_config):
     path = tmp_path / 'clip.pt'
     torch.save(reference.state_dict(), path)
-    config = compose_tiny(['model.pos_embed_init=sincos', f'model.clip_pretrained={path}', 'model.clip_arch=null',
-                           'model.img_size=[32,32]'])
+    config = compose_config(['+experiment=clip4str-tiny', 'model.pos_embed_init=sincos',
+                             f'model.clip_pretrained={path}', 'model.clip_arch=null', 'model.img_size=[32,32]'])
     with pytest.raises(Exception, match='pos_embed_init=sincos is for a random CLIP'):
         instantiate(config.model)
     with pytest.raises(Exception, match="pos_embed_init must be null or 'sincos'"):
-        instantiate(compose_tiny(['model.pos_embed_init=learned']).model)
-
-
-def compose_tiny(overrides):
-    with initialize_config_dir(config_dir=str(Path(__file__).resolve().parents[1] / 'configs'), version_base='1.2'):
-        return compose('main', overrides=['+experiment=clip4str-tiny'] + overrides)
+        instantiate(compose_config(['+experiment=clip4str-tiny', 'model.pos_embed_init=learned']).model)

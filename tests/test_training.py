@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
 from strhub.models import load_from_checkpoint
@@ -24,12 +23,7 @@ TINY = [
 ]
 
 
-def compose_config(overrides):
-    with initialize_config_dir(config_dir=str(REPO / 'configs'), version_base='1.2'):
-        return compose('main', overrides=overrides)
-
-
-def test_loss_falls_on_rendered_words(synthetic_root):
+def test_loss_falls_on_rendered_words(synthetic_root, compose_config):
     torch.manual_seed(0)
     config = compose_config(TINY + [f'data.root_dir={synthetic_root}'])
     model = instantiate(config.model)
@@ -65,7 +59,10 @@ def run_train(run_dir, *overrides, check=True):
 def interrupt_after_checkpoint(run_dir, *overrides, min_step=1):
     """Starts a run and stops it with Ctrl-C once last.ckpt of step >= ``min_step`` is completely written."""
     cmd, env = train_command(run_dir, *overrides)
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    # SIGINT back to its default in the child: a pytest started in the background (nohup, CI runners) passes it on
+    # ignored, and Python only turns Ctrl-C into KeyboardInterrupt when it was not ignored.
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     ckpt, deadline = run_dir / 'checkpoints' / 'last.ckpt', time.time() + 600
     try:
         while time.time() < deadline and proc.poll() is None:
@@ -83,7 +80,7 @@ def interrupt_after_checkpoint(run_dir, *overrides, min_step=1):
     return ckpt
 
 
-def test_interrupted_run_resumes_exactly_and_checkpoint_round_trips(tmp_path, synthetic_root):
+def test_interrupted_run_resumes_exactly_and_checkpoint_round_trips(tmp_path, synthetic_root, compose_config):
     # Checkpoints every 4 steps; enough steps (over several epochs, curriculum ones included) that Ctrl-C lands
     # before the end even on a fast machine.
     args = (f'data.root_dir={synthetic_root}', 'trainer.max_steps=60', 'trainer.max_epochs=10',
@@ -112,6 +109,12 @@ def test_interrupted_run_resumes_exactly_and_checkpoint_round_trips(tmp_path, sy
     with torch.no_grad():
         torch.testing.assert_close(model(images), trained(images))
 
+    # Resuming with another schedule length is refused up front, naming the cause.
+    proc = run_train(tmp_path / 'other', *args[:1], 'trainer.max_steps=80', *args[2:], f'ckpt_path={ckpt}', check=False)
+    assert proc.returncode == 2 and 'schedule spans 60 optimizer steps, this configuration 80' in proc.stderr, \
+        proc.stderr[-2000:]
+    assert 'Traceback' not in proc.stderr
+
 
 def test_fails_fast_on_missing_paths(tmp_path, synthetic_root):
     proc = run_train(tmp_path, f'data.root_dir={tmp_path / "nowhere"}', check=False)
@@ -123,7 +126,7 @@ def test_fails_fast_on_missing_paths(tmp_path, synthetic_root):
 
 @pytest.mark.parametrize('experiment', ['clip4str-b16', 'clip4str-b32', 'clip4str-l14', 'clip4str-h14',
                                         'clip4str-tiny'])
-def test_variant_configs_build_at_tiny_widths(experiment):
+def test_variant_configs_build_at_tiny_widths(experiment, compose_config):
     """Each variant's config builds through the one code path; widths shrunk so the test stays small."""
     config = compose_config([f'+experiment={experiment}', 'model.clip_pretrained=null'])
     arch = config.model.clip_arch

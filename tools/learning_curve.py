@@ -56,12 +56,14 @@ def main() -> None:
     parser.add_argument('--out_prefix', default=None, help='default: RUN_DIR/learning_curve')
     parser.add_argument('--batch_size', type=int, default=128)
     parser.add_argument('--openai_meanstd', action='store_true',
-                        help="test with the OpenAI CLIP statistics (the training normalisation) instead of test.py's 0.5/0.5")
+                        help='test with the OpenAI CLIP statistics (the training normalisation) '
+                        "instead of test.py's 0.5/0.5")
     args = parser.parse_args()
     snapshots = sorted((args.run_dir / 'checkpoints' / 'steps').glob('step=*.ckpt'),
                        key=lambda p: int(re.search(r'step=(\d+)', p.name).group(1)))
     if not snapshots:
-        sys.exit(f'error: no snapshots in {args.run_dir / "checkpoints" / "steps"} (train with checkpoint_every_n_steps)')
+        steps_dir = args.run_dir / 'checkpoints' / 'steps'
+        sys.exit(f'error: no snapshots in {steps_dir} (train with checkpoint_every_n_steps)')
     start = run_start(args.run_dir)
     rows = []
     for ckpt in snapshots:

@@ -70,7 +70,9 @@ class BaseSystem(pl.LightningModule):
         if validation:
             targets = self.tokenizer.encode(labels, self.device)[:, 1:]
             logits = self.forward(images, targets.shape[1] - 1)
-            loss = F.cross_entropy(logits.flatten(end_dim=1).float(), targets.flatten(), ignore_index=self.tokenizer.pad_id)
+            loss = F.cross_entropy(
+                logits.flatten(end_dim=1).float(), targets.flatten(), ignore_index=self.tokenizer.pad_id
+            )
             loss_numel = int((targets != self.tokenizer.pad_id).sum())
         else:
             logits = self.forward(images)

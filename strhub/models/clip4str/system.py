@@ -76,7 +76,9 @@ class CLIP4STRSystem(BaseSystem):
         if pos_embed_init == 'sincos':
             init_sincos_pos_embed(clip)
         if tuple(img_size) != tuple(clip.visual.image_size):
-            raise ValueError(f'img_size {list(img_size)} differs from the CLIP input size {list(clip.visual.image_size)}')
+            raise ValueError(
+                f'img_size {list(img_size)} differs from the CLIP input size {list(clip.visual.image_size)}'
+            )
         if perm_mirrored and perm_num % 2:
             raise ValueError(f'perm_num must be even with perm_mirrored (got {perm_num})')
         # Record the resolved architecture so the checkpoint rebuilds without the CLIP file.
@@ -119,7 +121,8 @@ class CLIP4STRSystem(BaseSystem):
                 if name.startswith('visual'):
                     continue
                 block = _block_index(name)
-                trainable = name.startswith(('ln_final.', 'text_projection')) or (block is not None and block >= text_nlayer)
+                in_head = name.startswith(('ln_final.', 'text_projection'))
+                trainable = in_head or (block is not None and block >= text_nlayer)
                 if full or not trainable:
                     p.requires_grad_(False)
             frozen_modules += list(clip.transformer.resblocks)[:text_nlayer]
