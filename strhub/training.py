@@ -52,15 +52,19 @@ class ScheduleCheck(Callback):
     """
 
     def on_load_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
-        saved = [s.get('total_steps') for s in checkpoint.get('lr_schedulers', [])]
+        saved = (checkpoint.get('lr_schedulers') or [{}])[0].get('total_steps')
         planned = trainer.estimated_stepping_batches
-        if saved and saved[0] is not None and saved[0] != planned:
+        if saved is not None and saved != planned:
             raise TrainingSetupError(
-                f"the checkpoint's learning-rate schedule spans {saved[0]} optimizer steps, this configuration "
+                f"the checkpoint's learning-rate schedule spans {saved} optimizer steps, this configuration "
                 f'{planned}: resume with the settings the run started with (trainer.max_steps, trainer.max_epochs, '
                 'model.batch_size, trainer.gpus, trainer.accumulate_grad_batches), or start a new run from its '
                 'weights with pretrained=CHECKPOINT'
             )
+
+
+def _world_size(kw: dict) -> int:
+    return kw['devices'] * kw.get('num_nodes', 1)
 
 
 def trainer_kwargs(config: DictConfig) -> dict:
@@ -82,8 +86,7 @@ def trainer_kwargs(config: DictConfig) -> dict:
     if kw.get('precision') is None:
         kw['precision'] = '16-mixed' if kw['accelerator'] == 'gpu' else '32-true'
     kw['use_distributed_sampler'] = False  # SceneTextDataModule shards (and resumes) its own sampling
-    world = kw['devices'] * kw.get('num_nodes', 1)
-    if world > 1:
+    if _world_size(kw) > 1:
         kw['strategy'] = DDPStrategy(find_unused_parameters=config.find_unused_parameters, gradient_as_bucket_view=True)
     # As the original: the validation interval and step budget are given for one device.
     per_device = max(kw['devices'], 1)
@@ -105,8 +108,7 @@ def run_training(config: DictConfig) -> str:
     kw = trainer_kwargs(config)
 
     datamodule = instantiate(config.data)
-    world = kw['devices'] * kw.get('num_nodes', 1)
-    batches = math.ceil(len(datamodule.train_dataset) / (config.data.batch_size * world))
+    batches = math.ceil(len(datamodule.train_dataset) / (config.data.batch_size * _world_size(kw)))
     if isinstance(kw.get('val_check_interval'), int) and kw['val_check_interval'] > batches:
         print(f'val_check_interval {kw["val_check_interval"]} > {batches} batches per epoch: validating once per epoch')
         kw['val_check_interval'] = 1.0

@@ -59,10 +59,9 @@ def main() -> None:
                         help='test with the OpenAI CLIP statistics (the training normalisation) '
                         "instead of test.py's 0.5/0.5")
     args = parser.parse_args()
-    snapshots = sorted((args.run_dir / 'checkpoints' / 'steps').glob('step=*.ckpt'),
-                       key=lambda p: int(re.search(r'step=(\d+)', p.name).group(1)))
+    steps_dir = args.run_dir / 'checkpoints' / 'steps'
+    snapshots = sorted(steps_dir.glob('step=*.ckpt'), key=lambda p: int(re.search(r'step=(\d+)', p.name).group(1)))
     if not snapshots:
-        steps_dir = args.run_dir / 'checkpoints' / 'steps'
         sys.exit(f'error: no snapshots in {steps_dir} (train with checkpoint_every_n_steps)')
     start = run_start(args.run_dir)
     rows = []
