@@ -24,7 +24,7 @@ step "3/5 Training the tiny CLIP4STR on CPU for ${DEMO_STEPS:-300} steps (loss s
 rm -rf "$dir/run"
 # (no length curriculum here: over a few hundred steps it would raise the loss as the words grow longer)
 python3 tools/train.py +experiment=clip4str-tiny data.root_dir="$dir/data" trainer.max_steps="${DEMO_STEPS:-300}" \
-    trainer.val_check_interval=100 data.curriculum_epochs=0 hydra.run.dir="$dir/run"
+    trainer.val_check_interval=100 data.curriculum_samples=0 hydra.run.dir="$dir/run"
 python3 - "$dir/run" <<'PY'
 import sys
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator

@@ -279,17 +279,42 @@ def test_curriculum_goes_from_short_to_long_labels_then_shuffles(tmp_path, make_
     random.Random(0).shuffle(words)
     make_lmdb('root/train/real/A', [(red, w) for w in words[:30]])
     make_lmdb('root/train/real/B', [(red, w) for w in words[30:]])
-    dm = make_dm(tmp_path / 'root', curriculum_epochs=1, seed=1)
+    dm = make_dm(tmp_path / 'root', curriculum_samples=60, seed=1)
     loader = dm.train_dataloader()
     first = [len(w) for w in labels_of(loader)]
     assert sorted(first) == sorted(len(w) for w in words)
     # Ordered by length + uniform(0, 3): never more than 3 characters out of order, and not simply sorted.
     assert all(a - b < ResumableSampler.CURRICULUM_SPREAD for i, a in enumerate(first) for b in first[i:])
     assert first != sorted(first)
-    assert first == [len(w) for w in labels_of(make_dm(tmp_path / 'root', curriculum_epochs=1, seed=1)
+    assert first == [len(w) for w in labels_of(make_dm(tmp_path / 'root', curriculum_samples=60, seed=1)
                                                .train_dataloader())]  # a function of (seed, epoch): resumable
     loader.sampler.set_epoch(1)
     second = [len(w) for w in labels_of(loader)]
     assert sorted(second) == sorted(first) and np.corrcoef(np.arange(len(second)), second)[0, 1] < 0.5
     with pytest.raises(ValueError, match='label length of every sample'):
-        ResumableSampler(3, True, 0, lengths=[1, 2], curriculum_epochs=1)
+        ResumableSampler(3, True, 0, lengths=[1, 2], curriculum_samples=1)
+
+
+def in_curriculum_order(lengths):
+    return all(a - b < ResumableSampler.CURRICULUM_SPREAD for i, a in enumerate(lengths) for b in lengths[i:])
+
+
+@pytest.mark.parametrize('replicas', [1, 2])
+def test_curriculum_counts_samples_of_the_first_epoch_across_processes(replicas):
+    lengths = [n for n in range(1, 21) for _ in range(20)]  # 400 samples
+
+    def epoch(e, curriculum):
+        shards = []
+        for rank in range(replicas):
+            sampler = ResumableSampler(400, True, 5, replicas, rank, lengths, curriculum)
+            sampler.set_epoch(e)
+            shards.append([lengths[i] for i in sampler])
+        return [x for step in zip(*shards) for x in step]  # the run's order: the processes' samples interleaved
+
+    part = epoch(0, 100)
+    assert sorted(part) == sorted(lengths)
+    assert in_curriculum_order(part[:100]) and part[0] <= 3 and part[99] >= 18  # short to long within 100 samples
+    assert not in_curriculum_order(part[100:200])  # then shuffled
+    assert in_curriculum_order(epoch(0, 400)) and not in_curriculum_order(epoch(1, 400)[:50])
+    assert in_curriculum_order(epoch(0, 500)) and not in_curriculum_order(epoch(1, 500)[:50])  # capped at one epoch
+    assert epoch(0, 0) == epoch(0, 0) and not in_curriculum_order(epoch(0, 0)[:50])

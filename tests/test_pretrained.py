@@ -20,9 +20,9 @@ REPO = Path(__file__).resolve().parents[1]
 NAME = 'clip4str-tiny'
 # Word accuracy the shipped model must keep on 200 freshly rendered test-set samples (measured: 85% with the 21
 # font families of the development machine, 84% with DejaVu and Pillow's font alone, a fresh machine's fonts; the
-# previous model read 74.5% and 78%; see test_reads_rendered_words): well below what strhub/pretrained/README.md reports on the full synthetic test sets,
-# so that a machine with other fonts (a fresh machine has only DejaVu and Pillow's font) passes, while a broken or
-# untrained model cannot.
+# previous model read 74.5% and 78%; see test_reads_rendered_words): well below what strhub/pretrained/README.md
+# reports on the full synthetic test sets, so that a machine with other fonts (a fresh machine has only DejaVu and
+# Pillow's font) passes, while a broken or untrained model cannot.
 MIN_ACCURACY = 0.7
 
 

@@ -71,7 +71,7 @@ class SceneTextDataModule(pl.LightningDataModule):
         seed: seeds the shuffling generator and, through it, the worker RNGs.
         test_openai_meanstd: test normalisation with the OpenAI CLIP statistics instead of 0.5/0.5.
         pin_memory: DataLoader ``pin_memory``; None means only when CUDA is available (no CPU warning).
-        curriculum_epochs: the first N training epochs go from short to long labels (see ``ResumableSampler``).
+        curriculum_samples: the first N training samples (at most one epoch) go from short to long labels.
 
     Raises:
         FileNotFoundError: ``root_dir`` does not exist.
@@ -106,7 +106,7 @@ class SceneTextDataModule(pl.LightningDataModule):
         seed: int = 0,
         test_openai_meanstd: bool = False,
         pin_memory: Optional[bool] = None,
-        curriculum_epochs: int = 0,
+        curriculum_samples: int = 0,
     ) -> None:
         super().__init__()
         if not os.path.isdir(root_dir):
@@ -127,7 +127,7 @@ class SceneTextDataModule(pl.LightningDataModule):
         self.collate_fn = collate_fn
         self.seed = seed
         self.pin_memory = torch.cuda.is_available() if pin_memory is None else pin_memory
-        self.curriculum_epochs = curriculum_epochs
+        self.curriculum_samples = curriculum_samples
         self.mean = OPENAI_DATASET_MEAN if openai_meanstd else 0.5
         self.std = OPENAI_DATASET_STD if openai_meanstd else 0.5
         self.test_mean = OPENAI_DATASET_MEAN if test_openai_meanstd else 0.5
@@ -192,7 +192,7 @@ class SceneTextDataModule(pl.LightningDataModule):
         self._resume_position = state.get('train_position')
 
     def _loader(
-        self, dataset: Dataset, shuffle: bool, persistent: bool, sharded: bool = False, curriculum_epochs: int = 0
+        self, dataset: Dataset, shuffle: bool, persistent: bool, sharded: bool = False, curriculum_samples: int = 0
     ) -> DataLoader:
         # The order is a function of (seed, epoch) alone, and so are the worker seeds (drawn from `generator`). With
         # num_workers=0 the augmentation uses the main process RNGs (seed them with pl.seed_everything). Train and
@@ -200,8 +200,8 @@ class SceneTextDataModule(pl.LightningDataModule):
         generator = torch.Generator()
         generator.manual_seed(self.seed)
         replicas, rank = self._world() if sharded else (1, 0)
-        lengths = label_lengths(dataset) if curriculum_epochs > 0 else None
-        sampler = ResumableSampler(len(dataset), shuffle, self.seed, replicas, rank, lengths, curriculum_epochs)
+        lengths = label_lengths(dataset) if curriculum_samples > 0 else None
+        sampler = ResumableSampler(len(dataset), shuffle, self.seed, replicas, rank, lengths, curriculum_samples)
         return DataLoader(
             dataset,
             batch_size=self.batch_size,
@@ -216,7 +216,7 @@ class SceneTextDataModule(pl.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         loader = self._loader(
-            self.train_dataset, shuffle=True, persistent=True, sharded=True, curriculum_epochs=self.curriculum_epochs
+            self.train_dataset, shuffle=True, persistent=True, sharded=True, curriculum_samples=self.curriculum_samples
         )
         if self._resume_position:
             pos = self._resume_position

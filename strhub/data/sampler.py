@@ -13,8 +13,10 @@ class ResumableSampler(Sampler[int]):
     The order of an epoch depends only on ``(seed, epoch)``, so a resumed run sees what the uninterrupted one would.
     Lightning calls :meth:`set_epoch` at every epoch start.
 
-    Curriculum: the first ``curriculum_epochs`` shuffled epochs go from short to long labels, ordered by
-    ``length + uniform(0, CURRICULUM_SPREAD)`` (neighbouring lengths mix); later epochs are uniformly shuffled.
+    Curriculum: the first ``curriculum_samples`` samples of the run (counted over all processes) go from short to long
+    labels: they are a uniformly drawn part of the epoch, ordered by ``length + uniform(0, CURRICULUM_SPREAD)``
+    (neighbouring lengths mix), and the rest of the epoch follows shuffled. A curriculum at least as long as an epoch
+    orders the whole first epoch; later epochs are always shuffled.
     """
 
     CURRICULUM_SPREAD = 3.0
@@ -27,14 +29,14 @@ class ResumableSampler(Sampler[int]):
         num_replicas: int = 1,
         rank: int = 0,
         lengths: Optional[Sequence[int]] = None,
-        curriculum_epochs: int = 0,
+        curriculum_samples: int = 0,
     ) -> None:
-        if curriculum_epochs > 0 and (lengths is None or len(lengths) != size):
+        if curriculum_samples > 0 and (lengths is None or len(lengths) != size):
             raise ValueError('a curriculum needs the label length of every sample')
         self.size, self.shuffle, self.seed = size, shuffle, seed
         self.num_replicas, self.rank = num_replicas, rank
-        self.lengths = torch.as_tensor(lengths, dtype=torch.float64) if curriculum_epochs > 0 else None
-        self.curriculum_epochs = curriculum_epochs
+        self.lengths = torch.as_tensor(lengths, dtype=torch.float64) if curriculum_samples > 0 else None
+        self.curriculum_samples = curriculum_samples
         self.epoch = 0
         self._skip = {}  # epoch -> samples of this process consumed before an interruption
 
@@ -52,11 +54,12 @@ class ResumableSampler(Sampler[int]):
     def _indices(self) -> List[int]:
         if self.shuffle:
             g = torch.Generator().manual_seed(self.seed + self.epoch)
-            if self.epoch < self.curriculum_epochs:
-                noise = self.CURRICULUM_SPREAD * torch.rand(self.size, generator=g, dtype=torch.float64)
-                order = torch.argsort(self.lengths + noise).tolist()
-            else:
-                order = torch.randperm(self.size, generator=g).tolist()
+            order = torch.randperm(self.size, generator=g)
+            head = min(self.size, self.curriculum_samples) if self.epoch == 0 else 0
+            if head > 0:
+                noise = self.CURRICULUM_SPREAD * torch.rand(head, generator=g, dtype=torch.float64)
+                order[:head] = order[:head][torch.argsort(self.lengths[order[:head]] + noise)]
+            order = order.tolist()
         else:
             order = list(range(self.size))
         total = -(-self.size // self.num_replicas) * self.num_replicas
