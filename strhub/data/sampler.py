@@ -58,7 +58,8 @@ class ResumableSampler(Sampler[int]):
             head = min(self.size, self.curriculum_samples) if self.epoch == 0 else 0
             if head > 0:
                 noise = self.CURRICULUM_SPREAD * torch.rand(head, generator=g, dtype=torch.float64)
-                order[:head] = order[:head][torch.argsort(self.lengths[order[:head]] + noise)]
+                part = order[:head]
+                order[:head] = part[torch.argsort(self.lengths[part] + noise)]
             order = order.tolist()
         else:
             order = list(range(self.size))
