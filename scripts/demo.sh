@@ -22,6 +22,7 @@ fi
 
 step "3/5 Training the tiny CLIP4STR on CPU for ${DEMO_STEPS:-300} steps (loss should fall)"
 rm -rf "$dir/run"
+source scripts/cpu_malloc.sh
 # (no length curriculum here: over a few hundred steps it would raise the loss as the words grow longer)
 python3 tools/train.py +experiment=clip4str-tiny data.root_dir="$dir/data" trainer.max_steps="${DEMO_STEPS:-300}" \
     trainer.val_check_interval=100 data.curriculum_samples=0 hydra.run.dir="$dir/run"

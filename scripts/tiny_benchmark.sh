@@ -9,6 +9,7 @@
 # last.ckpt; the learning-rate schedule is fixed at the start, so another step count cannot resume it).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
+source scripts/cpu_malloc.sh
 data="${BENCH_DATA:-data/synthetic}"
 run="${BENCH_RUN:-runs/tiny}"
 steps="${BENCH_STEPS:-22000}"
