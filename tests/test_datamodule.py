@@ -294,6 +294,10 @@ def test_curriculum_goes_from_short_to_long_labels_then_shuffles(tmp_path, make_
     loader.sampler.set_epoch(1)
     second = [len(w) for w in labels_of(loader)]
     assert sorted(second) == sorted(first) and np.corrcoef(np.arange(len(second)), second)[0, 1] < 0.5
+    # length buckets: one run of all 15 batches, sorted by length, in a shuffled batch order
+    loader = make_dm(tmp_path / 'root', bucket_batches=15).train_dataloader()
+    batches = [[len(w) for w in labels] for _, labels in loader]
+    assert max(max(b) - min(b) for b in batches) <= 1 and [b[0] for b in batches] != sorted(b[0] for b in batches)
     with pytest.raises(ValueError, match='label length of every sample'):
         ResumableSampler(3, True, 0, lengths=[1, 2], curriculum_samples=1)
 
@@ -317,3 +321,43 @@ def test_curriculum_counts_samples_of_the_first_epoch_across_processes(replicas)
     assert in_curriculum_order(epoch(0, 400)) and not in_curriculum_order(epoch(1, 400)[:50])
     assert in_curriculum_order(epoch(0, 500)) and not in_curriculum_order(epoch(1, 500)[:50])  # capped at one epoch
     assert not in_curriculum_order(epoch(0, 0)[:50])
+
+
+def batch_spread(lengths, bs):
+    """Mean over batches of (longest - shortest label)."""
+    batches = [lengths[i : i + bs] for i in range(0, len(lengths), bs)]
+    return np.mean([max(b) - min(b) for b in batches])
+
+
+@pytest.mark.parametrize('replicas', [1, 2])
+def test_length_buckets_group_like_lengths_after_the_curriculum(replicas):
+    rng = random.Random(0)
+    lengths = [rng.randint(1, 25) for _ in range(1067)]
+    bs, runs, curriculum = 8, 16, 100
+    for rank in range(replicas):
+        def sampler(buckets, epoch=0):
+            s = ResumableSampler(1067, True, 5, replicas, rank, lengths, curriculum, buckets, bs)
+            s.set_epoch(epoch)
+            return s
+
+        plain, got = list(sampler(0)), list(sampler(runs))
+        assert got == list(sampler(runs))  # a function of (seed, epoch, rank): resumable
+        start = -(-len(range(rank, curriculum, replicas)) // bs) * bs  # the curriculum, to a batch boundary
+        assert got[:start] == plain[:start]
+        for i in range(start, len(got), runs * bs):  # each run holds the samples plain shuffling puts there
+            assert sorted(got[i : i + runs * bs]) == sorted(plain[i : i + runs * bs])
+        got_len = [lengths[i] for i in got[start:]]
+        assert batch_spread(got_len, bs) < batch_spread([lengths[i] for i in plain[start:]], bs) / 4
+        # the batch order within runs is shuffled: the runs do not go from short to long
+        firsts = [got_len[i : i + runs * bs : bs] for i in range(0, len(got_len) - runs * bs, runs * bs)]
+        assert firsts and all(f != sorted(f) for f in firsts)
+        tail = len(got) % bs  # a last partial batch stays last, with the longest labels of the last run
+        last_run = got_len[(len(got_len) - 1) // (runs * bs) * (runs * bs) :]
+        assert tail and min(last_run[-tail:]) >= max(last_run[:-tail])
+        later = [lengths[i] for i in sampler(runs, epoch=1)]  # no curriculum after the first epoch
+        assert batch_spread(later, bs) < batch_spread([lengths[i] for i in sampler(0, epoch=1)], bs) / 4
+        resumed = sampler(runs)
+        resumed.resume(0, 3 * bs)
+        assert list(resumed) == got[3 * bs :]
+    with pytest.raises(ValueError, match='label length of every sample'):
+        ResumableSampler(3, True, 0, bucket_batches=2, batch_size=2)

@@ -18,12 +18,12 @@ from strhub.read import TextReader
 
 REPO = Path(__file__).resolve().parents[1]
 NAME = 'clip4str-tiny'
-# Word accuracy the shipped model must keep on 200 freshly rendered test-set samples (measured: 85% with the 21
-# font families of the development machine, 84% with DejaVu and Pillow's font alone, a fresh machine's fonts; the
-# previous model read 74.5% and 78%; see test_reads_rendered_words): well below what strhub/pretrained/README.md
+# Word accuracy the shipped model must keep on 200 freshly rendered test-set samples (measured: 87.5% with the 21
+# font families of the development machine, 90% with DejaVu and Pillow's font alone, a fresh machine's fonts; the
+# previous model read 85% and 84%; see test_reads_rendered_words): below what strhub/pretrained/README.md
 # reports on the full synthetic test sets, so that a machine with other fonts (a fresh machine has only DejaVu and
 # Pillow's font) passes, while a broken or untrained model cannot.
-MIN_ACCURACY = 0.7
+MIN_ACCURACY = 0.8
 
 
 def test_every_shipped_model_is_in_the_package():

@@ -72,6 +72,8 @@ class SceneTextDataModule(pl.LightningDataModule):
         test_openai_meanstd: test normalisation with the OpenAI CLIP statistics instead of 0.5/0.5.
         pin_memory: DataLoader ``pin_memory``; None means only when CUDA is available (no CPU warning).
         curriculum_samples: the first N training samples (at most one epoch) go from short to long labels.
+        bucket_batches: after the curriculum, runs of this many training batches are sorted by label length and
+            cut into batches in a shuffled order (0: plain shuffling); see :class:`ResumableSampler`.
 
     Raises:
         FileNotFoundError: ``root_dir`` does not exist.
@@ -107,6 +109,7 @@ class SceneTextDataModule(pl.LightningDataModule):
         test_openai_meanstd: bool = False,
         pin_memory: Optional[bool] = None,
         curriculum_samples: int = 0,
+        bucket_batches: int = 0,
     ) -> None:
         super().__init__()
         if not os.path.isdir(root_dir):
@@ -128,6 +131,7 @@ class SceneTextDataModule(pl.LightningDataModule):
         self.seed = seed
         self.pin_memory = torch.cuda.is_available() if pin_memory is None else pin_memory
         self.curriculum_samples = curriculum_samples
+        self.bucket_batches = bucket_batches
         self.mean = OPENAI_DATASET_MEAN if openai_meanstd else 0.5
         self.std = OPENAI_DATASET_STD if openai_meanstd else 0.5
         self.test_mean = OPENAI_DATASET_MEAN if test_openai_meanstd else 0.5
@@ -192,7 +196,13 @@ class SceneTextDataModule(pl.LightningDataModule):
         self._resume_position = state.get('train_position')
 
     def _loader(
-        self, dataset: Dataset, shuffle: bool, persistent: bool, sharded: bool = False, curriculum_samples: int = 0
+        self,
+        dataset: Dataset,
+        shuffle: bool,
+        persistent: bool,
+        sharded: bool = False,
+        curriculum_samples: int = 0,
+        bucket_batches: int = 0,
     ) -> DataLoader:
         # The order is a function of (seed, epoch) alone, and so are the worker seeds (drawn from `generator`). With
         # num_workers=0 the augmentation uses the main process RNGs (seed them with pl.seed_everything). Train and
@@ -200,8 +210,11 @@ class SceneTextDataModule(pl.LightningDataModule):
         generator = torch.Generator()
         generator.manual_seed(self.seed)
         replicas, rank = self._world() if sharded else (1, 0)
-        lengths = label_lengths(dataset) if curriculum_samples > 0 else None
-        sampler = ResumableSampler(len(dataset), shuffle, self.seed, replicas, rank, lengths, curriculum_samples)
+        lengths = label_lengths(dataset) if curriculum_samples > 0 or bucket_batches > 0 else None
+        sampler = ResumableSampler(
+            len(dataset), shuffle, self.seed, replicas, rank, lengths, curriculum_samples, bucket_batches,
+            self.batch_size,
+        )
         return DataLoader(
             dataset,
             batch_size=self.batch_size,
@@ -216,7 +229,12 @@ class SceneTextDataModule(pl.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         loader = self._loader(
-            self.train_dataset, shuffle=True, persistent=True, sharded=True, curriculum_samples=self.curriculum_samples
+            self.train_dataset,
+            shuffle=True,
+            persistent=True,
+            sharded=True,
+            curriculum_samples=self.curriculum_samples,
+            bucket_batches=self.bucket_batches,
         )
         if self._resume_position:
             pos = self._resume_position

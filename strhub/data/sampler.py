@@ -17,6 +17,11 @@ class ResumableSampler(Sampler[int]):
     labels: they are a uniformly drawn part of the epoch, ordered by ``length + uniform(0, CURRICULUM_SPREAD)``
     (neighbouring lengths mix), and the rest of the epoch follows shuffled. A curriculum at least as long as an epoch
     orders the whole first epoch; later epochs are always shuffled.
+
+    Length buckets (``bucket_batches`` > 0, shuffled order only): after the curriculum, each run of ``bucket_batches``
+    consecutive batches of a process is made of the same samples sorted by label length, cut into batches whose
+    order within the run is shuffled (a last partial batch stays last). The decoders' cost grows with the longest
+    label of a batch, so batches of like lengths pad less; which samples meet in a run stays random.
     """
 
     CURRICULUM_SPREAD = 3.0
@@ -30,13 +35,16 @@ class ResumableSampler(Sampler[int]):
         rank: int = 0,
         lengths: Optional[Sequence[int]] = None,
         curriculum_samples: int = 0,
+        bucket_batches: int = 0,
+        batch_size: int = 1,
     ) -> None:
-        if curriculum_samples > 0 and (lengths is None or len(lengths) != size):
-            raise ValueError('a curriculum needs the label length of every sample')
+        if (curriculum_samples > 0 or bucket_batches > 0) and (lengths is None or len(lengths) != size):
+            raise ValueError('a curriculum or length buckets need the label length of every sample')
         self.size, self.shuffle, self.seed = size, shuffle, seed
         self.num_replicas, self.rank = num_replicas, rank
-        self.lengths = torch.as_tensor(lengths, dtype=torch.float64) if curriculum_samples > 0 else None
+        self.lengths = torch.as_tensor(lengths, dtype=torch.float64) if lengths is not None else None
         self.curriculum_samples = curriculum_samples
+        self.bucket_batches, self.batch_size = bucket_batches, batch_size
         self.epoch = 0
         self._skip = {}  # epoch -> samples of this process consumed before an interruption
 
@@ -52,6 +60,7 @@ class ResumableSampler(Sampler[int]):
         self._skip = {epoch: consumed}
 
     def _indices(self) -> List[int]:
+        head = 0
         if self.shuffle:
             g = torch.Generator().manual_seed(self.seed + self.epoch)
             order = torch.randperm(self.size, generator=g)
@@ -65,7 +74,24 @@ class ResumableSampler(Sampler[int]):
             order = list(range(self.size))
         total = -(-self.size // self.num_replicas) * self.num_replicas
         order += order[: total - len(order)]  # pad so every process gets as many samples
-        return order[self.rank : total : self.num_replicas]
+        mine = order[self.rank : total : self.num_replicas]
+        if self.shuffle and self.bucket_batches > 0:
+            mine = self._bucketed(mine, len(range(self.rank, head, self.num_replicas)), g)
+        return mine
+
+    def _bucketed(self, indices: List[int], curriculum: int, g: torch.Generator) -> List[int]:
+        """``indices`` with the runs of ``bucket_batches`` batches after the first ``curriculum`` sorted by length."""
+        bs = self.batch_size
+        start = -(-curriculum // bs) * bs  # runs start on a batch boundary
+        out, run = indices[:start], self.bucket_batches * bs
+        for i in range(start, len(indices), run):
+            part = torch.as_tensor(indices[i : i + run])
+            part = part[torch.argsort(self.lengths[part], stable=True)].tolist()  # stable: ties stay in random order
+            batches = [part[k : k + bs] for k in range(0, len(part), bs)]
+            full = len(part) // bs
+            for b in torch.randperm(full, generator=g).tolist() + list(range(full, len(batches))):
+                out += batches[b]
+        return out
 
     def __iter__(self) -> Iterator[int]:
         return iter(self._indices()[self._skip.get(self.epoch, 0) :])
