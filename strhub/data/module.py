@@ -195,25 +195,18 @@ class SceneTextDataModule(pl.LightningDataModule):
         """Restored by Lightning before the loaders are built: the next train loader resumes mid-epoch."""
         self._resume_position = state.get('train_position')
 
-    def _loader(
-        self,
-        dataset: Dataset,
-        shuffle: bool,
-        persistent: bool,
-        sharded: bool = False,
-        curriculum_samples: int = 0,
-        bucket_batches: int = 0,
-    ) -> DataLoader:
+    def _loader(self, dataset: Dataset, shuffle: bool, persistent: bool, sharded: bool = False) -> DataLoader:
         # The order is a function of (seed, epoch) alone, and so are the worker seeds (drawn from `generator`). With
         # num_workers=0 the augmentation uses the main process RNGs (seed them with pl.seed_everything). Train and
         # val loaders are sharded across processes here (the trainer runs with use_distributed_sampler=False).
         generator = torch.Generator()
         generator.manual_seed(self.seed)
         replicas, rank = self._world() if sharded else (1, 0)
-        lengths = label_lengths(dataset) if curriculum_samples > 0 or bucket_batches > 0 else None
+        # Only the shuffled (training) order has a curriculum and length buckets.
+        by_length = (self.curriculum_samples, self.bucket_batches) if shuffle else (0, 0)
+        lengths = label_lengths(dataset) if any(by_length) else None
         sampler = ResumableSampler(
-            len(dataset), shuffle, self.seed, replicas, rank, lengths, curriculum_samples, bucket_batches,
-            self.batch_size,
+            len(dataset), shuffle, self.seed, replicas, rank, lengths, *by_length, self.batch_size
         )
         return DataLoader(
             dataset,
@@ -228,14 +221,7 @@ class SceneTextDataModule(pl.LightningDataModule):
         )
 
     def train_dataloader(self) -> DataLoader:
-        loader = self._loader(
-            self.train_dataset,
-            shuffle=True,
-            persistent=True,
-            sharded=True,
-            curriculum_samples=self.curriculum_samples,
-            bucket_batches=self.bucket_batches,
-        )
+        loader = self._loader(self.train_dataset, shuffle=True, persistent=True, sharded=True)
         if self._resume_position:
             pos = self._resume_position
             if 0 < pos['batches'] < len(loader):  # an end-of-epoch checkpoint needs no skipping
