@@ -129,15 +129,23 @@ def run_training(config: DictConfig) -> str:
     # Lightning's save_last writes last.ckpt only when a best-k file is written in the same step: a run whose
     # accuracy stalls would resume from its last improvement. This callback rewrites it at every validation.
     last = ModelCheckpoint(
-        dirpath=run_dir / 'checkpoints', filename='last', monitor=None, save_top_k=1, save_on_train_epoch_end=False,
+        dirpath=run_dir / 'checkpoints',
+        filename='last',
+        monitor=None,
+        save_top_k=1,
+        save_on_train_epoch_end=False,
         enable_version_counter=False,
     )
     callbacks = [checkpoint, last, LearningRateMonitor(logging_interval='step'), ScheduleCheck()]
     if config.checkpoint_every_n_steps:  # snapshots kept for learning curves
-        callbacks.append(ModelCheckpoint(
-            dirpath=run_dir / 'checkpoints' / 'steps', every_n_train_steps=config.checkpoint_every_n_steps,
-            save_top_k=-1, filename='{step}',
-        ))
+        callbacks.append(
+            ModelCheckpoint(
+                dirpath=run_dir / 'checkpoints' / 'steps',
+                every_n_train_steps=config.checkpoint_every_n_steps,
+                save_top_k=-1,
+                filename='{step}',
+            )
+        )
     trainer = pl.Trainer(
         **kw,
         logger=TensorBoardLogger(str(run_dir), name='', version='.'),

@@ -17,8 +17,9 @@ from strhub.models.clip import (
 )
 
 # Files carry no head count: heads = width // 64, so the smallest widths are 64.
-ARCH = CLIPArch(embed_dim=16, image_size=32, patch_size=8, vision_width=64, vision_layers=2, text_width=64,
-                text_layers=2)
+ARCH = CLIPArch(
+    embed_dim=16, image_size=32, patch_size=8, vision_width=64, vision_layers=2, text_width=64, text_layers=2
+)
 
 
 @pytest.fixture(scope='module')
@@ -71,8 +72,9 @@ def test_formats(tmp_path, reference, fmt):
         save_file({k: v.contiguous() for k, v in reference.state_dict().items()}, str(path))
     else:
         path = tmp_path / 'ViT-T-8-jit.pt'
-        traced = torch.jit.trace(reference, (torch.randn(1, 3, 32, 32), torch.zeros(1, 77, dtype=torch.long)),
-                                 check_trace=False)
+        traced = torch.jit.trace(
+            reference, (torch.randn(1, 3, 32, 32), torch.zeros(1, 77, dtype=torch.long)), check_trace=False
+        )
         traced.save(str(path))
     model = load_clip(path)  # architecture inferred from the shapes
     _assert_same(model.eval(), reference)
@@ -81,8 +83,16 @@ def test_formats(tmp_path, reference, fmt):
 
 def test_heads_follow_width_over_64():
     # ViT-H/14 widths: 1280 // 64 = 20 vision heads (not open_clip's 16), 1024 // 64 = 16 text heads.
-    arch = CLIPArch(embed_dim=1024, image_size=28, patch_size=14, vision_width=1280, vision_layers=1,
-                    text_width=1024, text_layers=1, vocab_size=10)
+    arch = CLIPArch(
+        embed_dim=1024,
+        image_size=28,
+        patch_size=14,
+        vision_width=1280,
+        vision_layers=1,
+        text_width=1024,
+        text_layers=1,
+        vocab_size=10,
+    )
     model = build_clip(arch)
     assert model.visual.transformer.resblocks[0].attn.num_heads == 20
     assert model.transformer.resblocks[0].attn.num_heads == 16
@@ -146,8 +156,15 @@ def test_sincos_position_codes():
 def test_sincos_init_refuses_pretrained_weights(tmp_path, reference, compose_config):
     path = tmp_path / 'clip.pt'
     torch.save(reference.state_dict(), path)
-    config = compose_config(['+experiment=clip4str-tiny', 'model.pos_embed_init=sincos',
-                             f'model.clip_pretrained={path}', 'model.clip_arch=null', 'model.img_size=[32,32]'])
+    config = compose_config(
+        [
+            '+experiment=clip4str-tiny',
+            'model.pos_embed_init=sincos',
+            f'model.clip_pretrained={path}',
+            'model.clip_arch=null',
+            'model.img_size=[32,32]',
+        ]
+    )
     with pytest.raises(Exception, match='pos_embed_init=sincos is for a random CLIP'):
         instantiate(config.model)
     with pytest.raises(Exception, match="pos_embed_init must be null or 'sincos'"):

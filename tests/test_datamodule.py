@@ -267,7 +267,7 @@ def test_resume_mid_epoch_and_shard_across_processes(data_root):
     # Lightning counts the batches done before the interruption into the epoch: the length stays the whole epoch.
     assert len(loader) == len(make_dm(data_root, seed=3).train_dataloader())
     resumed = labels_of(loader)
-    assert resumed == full[dm.batch_size:]  # the rest of the interrupted epoch, in the same order
+    assert resumed == full[dm.batch_size :]  # the rest of the interrupted epoch, in the same order
     # Two processes see disjoint halves of the same epoch order.
     shards = [list(ResumableSampler(10, True, 3, num_replicas=2, rank=r)) for r in (0, 1)]
     assert sorted(shards[0] + shards[1]) == list(range(10)) and len(shards[0]) == len(shards[1]) == 5
@@ -289,8 +289,9 @@ def test_curriculum_goes_from_short_to_long_labels_then_shuffles(tmp_path, make_
     first = [len(w) for w in labels_of(loader)]
     assert sorted(first) == sorted(len(w) for w in words)
     assert in_curriculum_order(first) and first != sorted(first)  # lengths mix: not simply sorted
-    assert first == [len(w) for w in labels_of(make_dm(tmp_path / 'root', curriculum_samples=60, seed=1)
-                                               .train_dataloader())]  # a function of (seed, epoch): resumable
+    assert first == [
+        len(w) for w in labels_of(make_dm(tmp_path / 'root', curriculum_samples=60, seed=1).train_dataloader())
+    ]  # a function of (seed, epoch): resumable
     loader.sampler.set_epoch(1)
     second = [len(w) for w in labels_of(loader)]
     assert sorted(second) == sorted(first) and np.corrcoef(np.arange(len(second)), second)[0, 1] < 0.5
@@ -335,6 +336,7 @@ def test_length_buckets_group_like_lengths_after_the_curriculum(replicas):
     lengths = [rng.randint(1, 25) for _ in range(1067)]
     bs, runs, curriculum = 8, 16, 100
     for rank in range(replicas):
+
         def sampler(buckets, epoch=0):
             s = ResumableSampler(1067, True, 5, replicas, rank, lengths, curriculum, buckets, bs)
             s.set_epoch(epoch)

@@ -11,8 +11,14 @@ REPO = Path(__file__).resolve().parents[1]
 
 def test_two_process_ddp_with_accumulation(tmp_path, synthetic_root):
     env = {**os.environ, 'PYTHONWARNINGS': 'ignore', 'OMP_NUM_THREADS': '1'}
-    proc = subprocess.run([sys.executable, str(REPO / 'tests' / 'ddp_check.py'), str(tmp_path), str(synthetic_root)],
-                          env=env, capture_output=True, text=True, timeout=600, cwd=REPO)
+    proc = subprocess.run(
+        [sys.executable, str(REPO / 'tests' / 'ddp_check.py'), str(tmp_path), str(synthetic_root)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=REPO,
+    )
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     ranks = [json.loads((tmp_path / f'rank{r}.json').read_text()) for r in (0, 1)]
     # max_steps counts optimizer steps (6 // 2 devices = 3, as the original divides it by the GPU count).

@@ -10,8 +10,11 @@ from strhub.models import load_from_checkpoint
 from strhub.models.clip4str.perm import gen_tgt_perms, generate_attn_masks
 
 FIXTURES = Path(__file__).resolve().parents[1].parent / 'shared' / 'fixtures' / 'clip4str_tiny'
-MODES = {'ar_r1': dict(decode_ar=True, refine_iters=1), 'ar_r0': dict(decode_ar=True, refine_iters=0),
-         'ar_r1_maxlen7': dict(decode_ar=True, refine_iters=1)}
+MODES = {
+    'ar_r1': dict(decode_ar=True, refine_iters=1),
+    'ar_r0': dict(decode_ar=True, refine_iters=0),
+    'ar_r1_maxlen7': dict(decode_ar=True, refine_iters=1),
+}
 
 
 def _load(name):

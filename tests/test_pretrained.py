@@ -83,7 +83,10 @@ def test_read_cli_by_name(tmp_path):
     env = {**os.environ, 'OMP_NUM_THREADS': '1', 'PYTHONWARNINGS': 'ignore'}
     out = subprocess.run(
         [sys.executable, str(REPO / 'tools' / 'read.py'), NAME, str(tmp_path), '--device', 'cpu'],
-        capture_output=True, text=True, env=env, timeout=300,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
     )
     assert out.returncode == 0, out.stderr
     lines = [line for line in out.stdout.splitlines() if line.startswith('w')]
@@ -92,8 +95,17 @@ def test_read_cli_by_name(tmp_path):
 
 def test_test_cli_by_name_writes_its_log_in_the_working_directory(tmp_path, synthetic_root):
     env = {**os.environ, 'OMP_NUM_THREADS': '1', 'PYTHONWARNINGS': 'ignore'}
-    cmd = [sys.executable, str(REPO / 'tools' / 'test.py'), NAME, '--data_root', str(synthetic_root),
-           '--device', 'cpu', '--num_workers', '0']
+    cmd = [
+        sys.executable,
+        str(REPO / 'tools' / 'test.py'),
+        NAME,
+        '--data_root',
+        str(synthetic_root),
+        '--device',
+        'cpu',
+        '--num_workers',
+        '0',
+    ]
     out = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
     assert out.returncode == 0, out.stderr
     assert '| Combined' in out.stdout

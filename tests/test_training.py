@@ -17,9 +17,16 @@ from strhub.models.clip4str.perm import gen_tgt_perms
 REPO = Path(__file__).resolve().parents[1]
 # The tiny experiment made tinier still, so that a CPU step takes a fraction of a second.
 TINY = [
-    '+experiment=clip4str-tiny', 'model.clip_arch.vision_layers=1', 'model.clip_arch.text_layers=1',
-    'model.clip_arch.vision_width=64', 'model.clip_arch.text_width=64', 'model.clip_arch.embed_dim=64',
-    'model.batch_size=16', 'data.num_workers=0', 'trainer.log_every_n_steps=1', 'trainer.num_sanity_val_steps=0',
+    '+experiment=clip4str-tiny',
+    'model.clip_arch.vision_layers=1',
+    'model.clip_arch.text_layers=1',
+    'model.clip_arch.vision_width=64',
+    'model.clip_arch.text_width=64',
+    'model.clip_arch.embed_dim=64',
+    'model.batch_size=16',
+    'data.num_workers=0',
+    'trainer.log_every_n_steps=1',
+    'trainer.num_sanity_val_steps=0',
 ]
 
 
@@ -61,8 +68,13 @@ def interrupt_after_checkpoint(run_dir, *overrides, min_step=1):
     cmd, env = train_command(run_dir, *overrides)
     # SIGINT back to its default in the child: a pytest started in the background (nohup, CI runners) passes it on
     # ignored, and Python only turns Ctrl-C into KeyboardInterrupt when it was not ignored.
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    proc = subprocess.Popen(
+        cmd,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     ckpt, deadline = run_dir / 'checkpoints' / 'last.ckpt', time.time() + 600
     try:
         while time.time() < deadline and proc.poll() is None:
@@ -83,8 +95,12 @@ def interrupt_after_checkpoint(run_dir, *overrides, min_step=1):
 def test_interrupted_run_resumes_exactly_and_checkpoint_round_trips(tmp_path, synthetic_root, compose_config):
     # Checkpoints every 4 steps; enough steps (over several epochs, curriculum ones included) that Ctrl-C lands
     # before the end even on a fast machine.
-    args = (f'data.root_dir={synthetic_root}', 'trainer.max_steps=60', 'trainer.max_epochs=10',
-            'trainer.val_check_interval=4')
+    args = (
+        f'data.root_dir={synthetic_root}',
+        'trainer.max_steps=60',
+        'trainer.max_epochs=10',
+        'trainer.val_check_interval=4',
+    )
     full = tmp_path / 'full'
     run_train(full, *args)
     reference = torch.load(full / 'checkpoints' / 'last.ckpt', weights_only=False)
@@ -111,29 +127,38 @@ def test_interrupted_run_resumes_exactly_and_checkpoint_round_trips(tmp_path, sy
 
     # Resuming with another schedule length is refused up front, naming the cause.
     proc = run_train(tmp_path / 'other', *args[:1], 'trainer.max_steps=80', *args[2:], f'ckpt_path={ckpt}', check=False)
-    assert proc.returncode == 2 and 'schedule spans 60 optimizer steps, this configuration 80' in proc.stderr, \
+    assert proc.returncode == 2 and 'schedule spans 60 optimizer steps, this configuration 80' in proc.stderr, (
         proc.stderr[-2000:]
+    )
     assert 'Traceback' not in proc.stderr
 
 
 def test_fails_fast_on_missing_paths(tmp_path, synthetic_root):
     proc = run_train(tmp_path, f'data.root_dir={tmp_path / "nowhere"}', check=False)
     assert proc.returncode == 2 and 'data.root_dir does not exist' in proc.stderr and 'Traceback' not in proc.stderr
-    proc = run_train(tmp_path, f'data.root_dir={synthetic_root}', 'model.clip_pretrained=missing/ViT-B-16.pt',
-                     check=False)
+    proc = run_train(
+        tmp_path, f'data.root_dir={synthetic_root}', 'model.clip_pretrained=missing/ViT-B-16.pt', check=False
+    )
     assert proc.returncode == 2 and 'model.clip_pretrained file not found: missing/ViT-B-16.pt' in proc.stderr
 
 
-@pytest.mark.parametrize('experiment', ['clip4str-b16', 'clip4str-b32', 'clip4str-l14', 'clip4str-h14',
-                                        'clip4str-tiny'])
+@pytest.mark.parametrize(
+    'experiment', ['clip4str-b16', 'clip4str-b32', 'clip4str-l14', 'clip4str-h14', 'clip4str-tiny']
+)
 def test_variant_configs_build_at_tiny_widths(experiment, compose_config):
     """Each variant's config builds through the one code path; widths shrunk so the test stays small."""
     config = compose_config([f'+experiment={experiment}', 'model.clip_pretrained=null'])
     arch = config.model.clip_arch
-    scale = {'clip_arch.vision_width': 64, 'clip_arch.text_width': 64, 'clip_arch.embed_dim': 32,
-             'clip_arch.vision_layers': 1, 'clip_arch.text_layers': 1}
-    config = compose_config([f'+experiment={experiment}', 'model.clip_pretrained=null']
-                            + [f'model.{k}={v}' for k, v in scale.items()])
+    scale = {
+        'clip_arch.vision_width': 64,
+        'clip_arch.text_width': 64,
+        'clip_arch.embed_dim': 32,
+        'clip_arch.vision_layers': 1,
+        'clip_arch.text_layers': 1,
+    }
+    config = compose_config(
+        [f'+experiment={experiment}', 'model.clip_pretrained=null'] + [f'model.{k}={v}' for k, v in scale.items()]
+    )
     model = instantiate(config.model).eval()
     h, w = config.model.img_size
     grid = (h // arch.patch_size[0]) * (w // arch.patch_size[1])

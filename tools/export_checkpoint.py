@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Inference-only copy of a checkpoint (ours or a released one): float16 weights + hyper-parameters.
 
-    python tools/export_checkpoint.py runs/tiny/checkpoints/last.ckpt strhub/pretrained/clip4str_tiny.ckpt
+python tools/export_checkpoint.py runs/tiny/checkpoints/last.ckpt strhub/pretrained/clip4str_tiny.ckpt
 """
 
 import argparse

@@ -40,8 +40,21 @@ def evaluate(ckpt: Path, data_root: str, batch_size: int, openai_meanstd: bool) 
             return saved['sets']
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / 'r.json'
-        cmd = [sys.executable, str(TEST_PY), str(ckpt), '--data_root', data_root, '--device', 'cpu',
-               '--batch_size', str(batch_size), '--num_workers', '0', '--out', str(out)]
+        cmd = [
+            sys.executable,
+            str(TEST_PY),
+            str(ckpt),
+            '--data_root',
+            data_root,
+            '--device',
+            'cpu',
+            '--batch_size',
+            str(batch_size),
+            '--num_workers',
+            '0',
+            '--out',
+            str(out),
+        ]
         cmd += ['--openai_meanstd'] if openai_meanstd else []
         subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, env={**os.environ, 'PYTHONWARNINGS': 'ignore'})
         sets = json.loads(out.read_text())['sets']
@@ -55,9 +68,11 @@ def main() -> None:
     parser.add_argument('--data_root', required=True)
     parser.add_argument('--out_prefix', default=None, help='default: RUN_DIR/learning_curve')
     parser.add_argument('--batch_size', type=int, default=128)
-    parser.add_argument('--openai_meanstd', action='store_true',
-                        help='test with the OpenAI CLIP statistics (the training normalisation) '
-                        "instead of test.py's 0.5/0.5")
+    parser.add_argument(
+        '--openai_meanstd',
+        action='store_true',
+        help="test with the OpenAI CLIP statistics (the training normalisation) instead of test.py's 0.5/0.5",
+    )
     args = parser.parse_args()
     steps_dir = args.run_dir / 'checkpoints' / 'steps'
     snapshots = sorted(steps_dir.glob('step=*.ckpt'), key=lambda p: int(re.search(r'step=(\d+)', p.name).group(1)))
@@ -67,8 +82,10 @@ def main() -> None:
     rows = []
     for ckpt in snapshots:
         sets = evaluate(ckpt, args.data_root, args.batch_size, args.openai_meanstd)
-        row = {'step': int(re.search(r'step=(\d+)', ckpt.name).group(1)),
-               'minutes': (ckpt.stat().st_mtime - start) / 60}
+        row = {
+            'step': int(re.search(r'step=(\d+)', ckpt.name).group(1)),
+            'minutes': (ckpt.stat().st_mtime - start) / 60,
+        }
         for name, m in sets.items():
             row[f'{name} acc. %'], row[f'{name} 1-NED %'] = m['accuracy'], m['one_minus_ned']
         rows.append(row)
@@ -80,8 +97,7 @@ def main() -> None:
         w = csv.DictWriter(f, fieldnames=rows[0].keys())
         w.writeheader()
         w.writerows(rows)
-    table = ['| step | minutes | ' + ' | '.join(names) + ' |',
-             '|---:|---:|' + '---:|' * len(names)]
+    table = ['| step | minutes | ' + ' | '.join(names) + ' |', '|---:|---:|' + '---:|' * len(names)]
     table += [f'| {r["step"]} | {r["minutes"]:.0f} | ' + ' | '.join(f'{r[n]:.2f}' for n in names) + ' |' for r in rows]
     Path(f'{prefix}.md').write_text('\n'.join(table) + '\n')
     print('\n'.join(table))

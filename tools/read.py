@@ -45,8 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         'checkpoint',
-        help='checkpoint file (.ckpt/.pt), a training checkpoints/ directory,'
-        ' or a shipped model: clip4str-tiny',
+        help='checkpoint file (.ckpt/.pt), a training checkpoints/ directory, or a shipped model: clip4str-tiny',
     )
     parser.add_argument('paths', nargs='+', metavar='PATH', help='image files and folders (searched recursively)')
     parser.add_argument('--format', choices=('text', 'json', 'csv'), default='text', help='output format')

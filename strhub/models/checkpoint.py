@@ -30,9 +30,24 @@ class CheckpointError(ValueError):
 # (the 2024 ``.pt`` releases); the shapes are inferred from the weights.
 ORIGINAL_DEFAULTS = dict(
     charset_test=string.digits + string.ascii_lowercase,
-    batch_size=384, lr=8.4e-5, warmup_pct=0.075, weight_decay=0.2, context_length=16, dec_num_heads=8,
-    dropout=0.1, perm_num=6, perm_forward=True, perm_mirrored=True, decode_ar=True, refine_iters=1,
-    image_detach=True, cross_loss_w=1.0, image_freeze_nlayer=-1, text_freeze_nlayer=6, coef_lr=19.0, coef_wd=1.0,
+    batch_size=384,
+    lr=8.4e-5,
+    warmup_pct=0.075,
+    weight_decay=0.2,
+    context_length=16,
+    dec_num_heads=8,
+    dropout=0.1,
+    perm_num=6,
+    perm_forward=True,
+    perm_mirrored=True,
+    decode_ar=True,
+    refine_iters=1,
+    image_detach=True,
+    cross_loss_w=1.0,
+    image_freeze_nlayer=-1,
+    text_freeze_nlayer=6,
+    coef_lr=19.0,
+    coef_wd=1.0,
 )
 # Options of the original that change the network; only their default values are implemented.
 _UNSUPPORTED = {'cross_token_embeding': False, 'use_share_dim': True, 'clip_cls_eot_feature': False}
@@ -62,7 +77,7 @@ def model_state_dict(ckpt: Dict[str, Any], source: str) -> Dict[str, Tensor]:
     sd = ckpt.get('state_dict', ckpt)
     if not isinstance(sd, dict) or not any(isinstance(v, Tensor) for v in sd.values()):
         raise CheckpointError(f'{source} holds no state dict')
-    sd = {k[len('module.'):] if k.startswith('module.') else k: v for k, v in sd.items() if isinstance(v, Tensor)}
+    sd = {k[len('module.') :] if k.startswith('module.') else k: v for k, v in sd.items() if isinstance(v, Tensor)}
     if any(k.startswith('clip_model.') for k in sd):  # the original's names
         sd = {f'model.{k}': v for k, v in sd.items()}
     if not any(k.startswith('model.visual_decoder.') for k in sd):
@@ -79,7 +94,7 @@ def hparams_from_checkpoint(ckpt: Dict[str, Any], sd: Dict[str, Tensor], source:
     for key, default in _TRAINING_ONLY.items():
         if key in hp and hp[key] != default:
             log.warning('%s was trained with %s=%r; fine-tuning here uses %r', source, key, hp[key], default)
-    clip_sd = {k[len('model.clip_model.'):]: v for k, v in sd.items() if k.startswith('model.clip_model.')}
+    clip_sd = {k[len('model.clip_model.') :]: v for k, v in sd.items() if k.startswith('model.clip_model.')}
     if 'clip_arch' in hp:
         clip_arch = hp['clip_arch']
     else:

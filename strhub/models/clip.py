@@ -171,7 +171,7 @@ def read_clip_state_dict(path: Union[str, Path]) -> Dict[str, Tensor]:
             sd = sd[wrapper]
     if not isinstance(sd, dict) or not all(isinstance(v, Tensor) for v in sd.values()):
         raise CLIPWeightsError(f'{path} does not hold a CLIP state dict')
-    sd = {k[len('module.'):] if k.startswith('module.') else k: v for k, v in sd.items()}
+    sd = {k[len('module.') :] if k.startswith('module.') else k: v for k, v in sd.items()}
     return {k: v for k, v in sd.items() if k not in _NON_PARAM_KEYS}
 
 
@@ -192,8 +192,11 @@ def load_clip(path: Union[str, Path], arch: Optional[CLIPArch] = None) -> CLIP:
     except (CLIPWeightsError, KeyError) as e:
         raise CLIPWeightsError(f'{path}: {e}') from None
     if arch is not None:
-        diff = [f'{k}: config {v} vs file {getattr(found, k)}'
-                for k, v in dataclasses.asdict(arch).items() if k != 'head_width' and getattr(found, k) != v]
+        diff = [
+            f'{k}: config {v} vs file {getattr(found, k)}'
+            for k, v in dataclasses.asdict(arch).items()
+            if k != 'head_width' and getattr(found, k) != v
+        ]
         if diff:
             raise CLIPWeightsError(f'{path} is another CLIP architecture than configured: ' + '; '.join(diff))
         found.head_width = arch.head_width
@@ -207,8 +210,11 @@ def load_state_dict_strict(module: torch.nn.Module, state_dict: Dict[str, Tensor
     own = module.state_dict()
     missing = [k for k in own if k not in state_dict]
     unexpected = [k for k in state_dict if k not in own]
-    mismatched = [f'{k} {tuple(state_dict[k].shape)} vs {tuple(v.shape)}'
-                  for k, v in own.items() if k in state_dict and state_dict[k].shape != v.shape]
+    mismatched = [
+        f'{k} {tuple(state_dict[k].shape)} vs {tuple(v.shape)}'
+        for k, v in own.items()
+        if k in state_dict and state_dict[k].shape != v.shape
+    ]
     problems = []
     for name, keys in (('missing keys', missing), ('unexpected keys', unexpected), ('shape mismatch', mismatched)):
         if keys:

@@ -85,8 +85,19 @@ class CLIP4STRSystem(BaseSystem):
         clip_arch = clip_arch_of(clip).to_dict()
         self.save_hyperparameters()
         self.model = CLIP4STR(
-            clip, charset_train, charset_test, max_label_length, context_length, dec_num_heads, dec_mlp_ratio,
-            dec_depth, dropout, decode_ar, refine_iters, use_language_model, image_detach,
+            clip,
+            charset_train,
+            charset_test,
+            max_label_length,
+            context_length,
+            dec_num_heads,
+            dec_mlp_ratio,
+            dec_depth,
+            dropout,
+            decode_ar,
+            refine_iters,
+            use_language_model,
+            image_detach,
         )
         self.rng = np.random.default_rng(seed)  # permutation pools for short batches (the original's is unseeded)
         self.frozen_modules = self._freeze(image_freeze_nlayer, text_freeze_nlayer)
@@ -205,8 +216,11 @@ class CLIP4STRSystem(BaseSystem):
         fused = all(p.device.type in ('cpu', 'cuda') for g in param_groups for p in g['params'])
         optimizer = AdamW(param_groups, lr, betas=(0.9, 0.98), eps=1e-6, fused=fused)
         sched = OneCycleLR(
-            optimizer, [lr, lr, dec_lr, dec_lr], self.trainer.estimated_stepping_batches,
-            pct_start=hp.warmup_pct, cycle_momentum=False,
+            optimizer,
+            [lr, lr, dec_lr, dec_lr],
+            self.trainer.estimated_stepping_batches,
+            pct_start=hp.warmup_pct,
+            cycle_momentum=False,
         )
         return {'optimizer': optimizer, 'lr_scheduler': {'scheduler': sched, 'interval': 'step'}}
 
