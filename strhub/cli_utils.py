@@ -145,13 +145,13 @@ def resolve_checkpoint(path: Union[str, os.PathLike]) -> Path:
     raise CLIError(f'no checkpoint in {path} (expected *val_accuracy=*.ckpt files or last.ckpt)')
 
 
-def load_model(path: Union[str, os.PathLike], **overrides: Any):
+def load_model(path: Union[str, os.PathLike], trust: bool = False, **overrides: Any):
     """``strhub.models.load_from_checkpoint`` that turns every loading failure into a one-line ``CLIError``."""
     path = resolve_checkpoint(path)  # checked before importing the models (seconds of imports)
     from strhub.models import CheckpointError, load_from_checkpoint
 
     try:
-        return load_from_checkpoint(path, **overrides)
+        return load_from_checkpoint(path, trust=trust, **overrides)
     except CheckpointError as e:
         raise CLIError(f'cannot load checkpoint: {e}') from None
     except (OSError, RuntimeError, ValueError, TypeError, KeyError) as e:

@@ -17,6 +17,7 @@ from torch import Tensor
 from strhub.data.utils import CHARSETS
 from strhub.models.clip import arch_from_state_dict, load_state_dict_strict
 from strhub.models.clip4str.system import CLIP4STRSystem
+from strhub.models.serialization import UnsafeFileError, atomic_save, load_weights_only
 from strhub.pretrained import not_found_message, pretrained_path
 
 log = logging.getLogger(__name__)
@@ -55,21 +56,37 @@ _UNSUPPORTED = {'cross_token_embeding': False, 'use_share_dim': True, 'clip_cls_
 # truth and the permutation masks in the cross branch); other values only change how a model was trained.
 _TRAINING_ONLY = {'cross_gt_context': True, 'cross_cloze_mask': False}
 
+# How a user loads a checkpoint that pickles more than tensors and plain data.
+TRUST_HINT = (
+    '--trust_checkpoint (test.py, read.py, export_checkpoint.py), trust_checkpoint=true (train.py) or trust=True'
+)
 _SYSTEM_ARGS = [p for p in inspect.signature(CLIP4STRSystem.__init__).parameters if p != 'self']
 
 
-def read_checkpoint(path: Union[str, Path]) -> Dict[str, Any]:
-    """The contents of a checkpoint file, or of a shipped model given by name (see ``strhub.pretrained``)."""
+def read_checkpoint(path: Union[str, Path], trust: bool = False) -> Dict[str, Any]:
+    """The contents of a checkpoint file, or of a shipped model given by name (see ``strhub.pretrained``).
+
+    Args:
+        trust: load the file in full, whatever objects it pickles (which can run code): only for files you trust.
+            Otherwise only tensors and plain data are read (see :mod:`strhub.models.serialization`), which covers
+            our checkpoints and the original's releases.
+    """
     path = pretrained_path(path) or Path(path)
     if not path.is_file():
         raise CheckpointError(not_found_message(path))
     try:
-        return torch.load(str(path), map_location='cpu', weights_only=True)
-    except Exception:  # noqa: BLE001 - Lightning checkpoints may pickle more than tensors; retry fully
-        try:
-            return torch.load(str(path), map_location='cpu', weights_only=False)
-        except Exception as e:  # noqa: BLE001
-            raise CheckpointError(f'cannot read checkpoint {path}: {type(e).__name__}: {e}') from None
+        if trust:
+            ckpt = torch.load(str(path), map_location='cpu', weights_only=False)
+        else:
+            ckpt = load_weights_only(path, TRUST_HINT)
+    except UnsafeFileError as e:
+        raise CheckpointError(str(e)) from None
+    except Exception as e:  # noqa: BLE001 - any reader failure is reported with the file name
+        hint = ' (truncated or not a checkpoint?)' if 'zip archive' in str(e) or isinstance(e, EOFError) else ''
+        raise CheckpointError(f'cannot read checkpoint {path}: {type(e).__name__}: {e}{hint}') from None
+    if not isinstance(ckpt, dict):
+        raise CheckpointError(f'{path} is not a checkpoint: it holds a {type(ckpt).__name__}, not a dict')
+    return ckpt
 
 
 def model_state_dict(ckpt: Dict[str, Any], source: str) -> Dict[str, Tensor]:
@@ -126,12 +143,13 @@ def _charset_for(size: int, source: str) -> str:
     raise CheckpointError(f'{source}: head of {size} characters and no charset_train in the checkpoint')
 
 
-def load_from_checkpoint(path: Union[str, Path], **overrides: Any) -> CLIP4STRSystem:
+def load_from_checkpoint(path: Union[str, Path], trust: bool = False, **overrides: Any) -> CLIP4STRSystem:
     """Loads a CLIP4STR checkpoint (ours or a released one) as a model in eval mode.
 
     Args:
         path: ``.ckpt`` (Lightning) or ``.pt`` (plain state dict) file, or the name of a shipped model
             (``'clip4str-tiny'``).
+        trust: the file is trusted, see :func:`read_checkpoint`.
         overrides: constructor arguments to change, e.g. ``refine_iters=0``, ``decode_ar=False``,
             ``charset_test=...``, ``dropout=0``.
 
@@ -140,7 +158,7 @@ def load_from_checkpoint(path: Union[str, Path], **overrides: Any) -> CLIP4STRSy
         ``model.tokenizer.decode(logits.softmax(-1))`` the strings and per-character probabilities.
     """
     source = str(path)
-    ckpt = read_checkpoint(path)
+    ckpt = read_checkpoint(path, trust)
     sd = model_state_dict(ckpt, source)
     kwargs = hparams_from_checkpoint(ckpt, sd, source)
     unknown = sorted(set(overrides) - set(_SYSTEM_ARGS))
@@ -152,16 +170,20 @@ def load_from_checkpoint(path: Union[str, Path], **overrides: Any) -> CLIP4STRSy
     return system.eval()
 
 
-def export_checkpoint(src: Union[str, Path], dst: Union[str, Path], half: bool = True) -> Path:
+def export_checkpoint(src: Union[str, Path], dst: Union[str, Path], half: bool = True, trust: bool = False) -> Path:
     """Writes an inference-only copy of a checkpoint: weights (float16 by default) and hyper-parameters,
-    without optimizer/scheduler/loop state (a fraction of the size; not resumable)."""
+    without optimizer/scheduler/loop state (a fraction of the size; not resumable). ``dst`` is replaced atomically.
+
+    Raises:
+        CheckpointError: ``src`` cannot be read, or ``dst`` cannot be written.
+    """
     source = str(src)
-    ckpt = read_checkpoint(src)
+    ckpt = read_checkpoint(src, trust)
     sd = model_state_dict(ckpt, source)
     hparams = hparams_from_checkpoint(ckpt, sd, source)
     if half:
         sd = {k: v.half() if v.is_floating_point() else v for k, v in sd.items()}
-    dst = Path(dst)
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({'state_dict': sd, 'hyper_parameters': hparams}, dst)
-    return dst
+    try:
+        return atomic_save({'state_dict': sd, 'hyper_parameters': hparams}, dst)
+    except OSError as e:
+        raise CheckpointError(f'cannot write {dst}: {e.strerror or e}') from None

@@ -7,7 +7,6 @@ not open_clip's 16). The released weights only reproduce that way, so :func:`bui
 
 import dataclasses
 import math
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple, Union
@@ -17,8 +16,11 @@ from open_clip.model import CLIP, CLIPTextCfg, CLIPVisionCfg
 from open_clip.tokenizer import SimpleTokenizer
 from torch import Tensor
 
+from strhub.models.serialization import UnsafeFileError, is_torchscript, load_weights_only, torchscript_state_dict
+
 # Entries of CLIP files that are not parameters (OpenAI's metadata; a causal mask some exports store).
 _NON_PARAM_KEYS = ('input_resolution', 'context_length', 'vocab_size', 'attn_mask')
+_TRUST_HINT = 'trust_checkpoint=true (train.py) or trust=True (load_clip)'
 
 
 class CLIPWeightsError(ValueError):
@@ -145,12 +147,16 @@ def init_sincos_pos_embed(clip: CLIP) -> None:
         pos[1:] = sincos_pos_embed(clip.visual.grid_size, pos.shape[1])
 
 
-def read_clip_state_dict(path: Union[str, Path]) -> Dict[str, Tensor]:
-    """Reads CLIP weights from a local file, never downloading.
+def read_clip_state_dict(path: Union[str, Path], trust: bool = False) -> Dict[str, Tensor]:
+    """Reads CLIP weights from a local file, never downloading, and never running code from it.
 
-    Accepts OpenAI TorchScript archives (``ViT-B-16.pt``), plain or wrapped (``{'model': ...}``,
-    ``{'state_dict': ...}``) state dicts (OpenAI-style ``.pt``, OpenCLIP ``.bin``) and
-    ``.safetensors``. Values are returned as stored.
+    Accepts OpenAI TorchScript archives (``ViT-B-16.pt``: their tensors are read without compiling the archive's
+    code), plain or wrapped (``{'model': ...}``, ``{'state_dict': ...}``) state dicts (OpenAI-style ``.pt``,
+    OpenCLIP ``.bin``) and ``.safetensors``. Values are returned as stored.
+
+    Args:
+        trust: the file is trusted: TorchScript archives go through ``torch.jit.load`` (which compiles and runs their
+            code, as the original does) and pickles are loaded in full, whatever objects they hold.
     """
     path = Path(path)
     if not path.is_file():
@@ -160,12 +166,17 @@ def read_clip_state_dict(path: Union[str, Path]) -> Dict[str, Tensor]:
             from safetensors.torch import load_file
 
             sd = load_file(str(path))
-        elif zipfile.is_zipfile(path) and _is_torchscript(path):
-            sd = torch.jit.load(str(path), map_location='cpu').state_dict()
+        elif is_torchscript(path):
+            sd = torch.jit.load(str(path), map_location='cpu').state_dict() if trust else torchscript_state_dict(path)
+        elif trust:
+            sd = torch.load(str(path), map_location='cpu', weights_only=False)
         else:
-            sd = torch.load(str(path), map_location='cpu', weights_only=True)
+            sd = load_weights_only(path, _TRUST_HINT)
+    except UnsafeFileError as e:
+        raise CLIPWeightsError(str(e)) from None
     except Exception as e:  # noqa: BLE001 - any reader failure is reported with the file name
-        raise CLIPWeightsError(f'cannot read CLIP weights from {path}: {type(e).__name__}: {e}') from None
+        hint = f' (a TorchScript archive: if you trust it, load it with {_TRUST_HINT})' if is_torchscript(path) else ''
+        raise CLIPWeightsError(f'cannot read CLIP weights from {path}: {type(e).__name__}: {e}{hint}') from None
     for wrapper in ('model', 'state_dict'):
         if isinstance(sd, dict) and isinstance(sd.get(wrapper), dict):
             sd = sd[wrapper]
@@ -175,18 +186,14 @@ def read_clip_state_dict(path: Union[str, Path]) -> Dict[str, Tensor]:
     return {k: v for k, v in sd.items() if k not in _NON_PARAM_KEYS}
 
 
-def _is_torchscript(path: Path) -> bool:
-    with zipfile.ZipFile(path) as z:
-        return any(n.endswith('constants.pkl') or '/code/' in n for n in z.namelist())
-
-
-def load_clip(path: Union[str, Path], arch: Optional[CLIPArch] = None) -> CLIP:
-    """Builds a CLIP from a weights file; ``arch`` (if given) must match the file.
+def load_clip(path: Union[str, Path], arch: Optional[CLIPArch] = None, trust: bool = False) -> CLIP:
+    """Builds a CLIP from a weights file; ``arch`` (if given) must match the file; ``trust``: see
+    :func:`read_clip_state_dict`.
 
     As the original, weights pass through float16 before the model is cast to float32, so fp32
     OpenCLIP files are rounded exactly as the original rounds them.
     """
-    sd = read_clip_state_dict(path)
+    sd = read_clip_state_dict(path, trust)
     try:
         found = arch_from_state_dict(sd, arch.image_size if arch is not None else None)
     except (CLIPWeightsError, KeyError) as e:

@@ -26,7 +26,8 @@ class CLIP4STRSystem(BaseSystem):
 
     The CLIP comes from ``clip_pretrained`` (a local weights file) or, with ``clip_pretrained=None``,
     is built randomly from ``clip_arch`` (tiny models, and the skeleton a checkpoint is loaded into).
-    When both are given the file must have the configured shape.
+    When both are given the file must have the configured shape. ``clip_trusted``: the CLIP file may be loaded in
+    full, running any code it holds (see :func:`strhub.models.clip.read_clip_state_dict`).
     """
 
     def __init__(
@@ -60,6 +61,7 @@ class CLIP4STRSystem(BaseSystem):
         coef_wd: float,
         seed: int = 0,
         pos_embed_init: Optional[str] = None,
+        clip_trusted: bool = False,
     ) -> None:
         super().__init__()
         if pos_embed_init not in (None, 'sincos'):
@@ -68,7 +70,7 @@ class CLIP4STRSystem(BaseSystem):
             raise ValueError('pos_embed_init=sincos is for a random CLIP; it would overwrite pre-trained weights')
         arch = CLIPArch(**clip_arch) if clip_arch is not None else None
         if clip_pretrained:
-            clip = load_clip(clip_pretrained, arch)
+            clip = load_clip(clip_pretrained, arch, trust=clip_trusted)
         elif arch is not None:
             clip = build_clip(arch)
         else:
