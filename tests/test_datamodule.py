@@ -146,6 +146,21 @@ def test_test_sets_and_errors(data_root, tmp_path):
         make_dm(tmp_path / 'bare').val_dataloader()
 
 
+def test_validation_and_test_exclude_unreadable_records(tmp_path, make_lmdb, png_bytes):
+    # Training substitutes another sample for a bad record (a step needs a full batch); validation and test never
+    # score a substitute: the bad record is left out and named.
+    red = png_bytes(color=(255, 0, 0))
+    make_lmdb('root/train/real', [(red, 'a'), (b'garbage', 'b')])
+    make_lmdb('root/val/IC13', [(red, 'v1'), (b'garbage', 'v2'), (red, 'v3')])
+    make_lmdb('root/test/IIIT5k', [(b'', 't1'), (red, 't2')])
+    dm = make_dm(tmp_path / 'root')
+    with pytest.warns(UserWarning, match='image-000000002'):
+        assert labels_of(dm.val_dataloader()) == ['v1', 'v3']
+    loader = dm.test_dataloaders(['IIIT5k'])['IIIT5k']
+    assert labels_of(loader) == ['t2'] and [key for key, _ in loader.dataset.bad_records] == ['image-000000001']
+    assert len(dm.train_dataset) == 2
+
+
 def test_class_constants():
     dm = SceneTextDataModule
     assert dm.TEST_BENCHMARK_SUB == dm.TEST_BENCHMARK

@@ -10,7 +10,13 @@ import pytest
 from PIL import Image
 from torch.utils.data import DataLoader
 
-from strhub.data.dataset import CorruptRecordWarning, InvalidLmdbError, LmdbDataset, build_tree_dataset
+from strhub.data.dataset import (
+    CorruptRecordError,
+    CorruptRecordWarning,
+    InvalidLmdbError,
+    LmdbDataset,
+    build_tree_dataset,
+)
 from strhub.data.lmdb_io import image_key, label_key
 from strhub.data.transforms import get_transform
 from strhub.data.utils import CHARSETS
@@ -137,6 +143,10 @@ def test_bad_images_replaced_by_next_sample(corrupt_lmdb):
     assert str(corrupt_lmdb) in msg and 'image-000000002' in msg and 'index 1' in msg
     assert label == 'w6' and colour(img) == (5, 35, 200)
     assert ds.num_skipped['undecodable_image'] == 1 and ds.num_skipped['missing_image'] == 1
+    assert ds.bad_records[-2:] == [
+        ('image-000000002', 'cannot identify image file'),
+        ('image-000000004', 'image key missing'),
+    ]
     with warnings.catch_warnings():
         warnings.simplefilter('error')
         assert ds[2][1] == 'w6' and ds[3][1] == 'w6'  # known bad items: no new warning, same substitute
@@ -166,6 +176,39 @@ def test_corrupt_dataset_through_workers(corrupt_lmdb):
     labels = [label for _, labels in loader for label in labels]
     assert labels == ['w1', 'w6', 'w6', 'w6', 'w7', 'w8']  # the main process never opened the LMDB
     assert ds._env is None
+
+
+def test_verify_images_excludes_bad_records(corrupt_lmdb, png_bytes):
+    """Evaluation: bad records are neither counted nor replaced by another sample, also through workers."""
+    truncated = png_bytes(size=(64, 32))
+    put(corrupt_lmdb, {image_key(6): b'', image_key(7): truncated[: len(truncated) // 2]})  # header intact
+    with pytest.warns(CorruptRecordWarning) as record:
+        ds = LmdbDataset(corrupt_lmdb, CS36, 25, transform=get_transform((8, 16)), verify_images=True)
+    assert len(record) == 1 and 'image-000000007 (image file is truncated)' in str(record[0].message)
+    assert ds.labels == ['w1', 'w8'] and len(ds) == 2
+    assert ds.bad_records == [
+        ('image-000000002', 'cannot identify image file'),
+        ('label-000000003', 'label key missing'),
+        ('image-000000004', 'image key missing'),
+        ('label-000000005', 'label is not valid UTF-8'),
+        ('image-000000006', 'image is empty (0 bytes)'),
+        ('image-000000007', 'image file is truncated'),
+    ]
+    assert ds.num_skipped['undecodable_image'] == 3 and ds.num_skipped['missing_image'] == 1
+    with warnings.catch_warnings():
+        warnings.simplefilter('error')
+        labels = [label for _, labels in DataLoader(ds, batch_size=3, num_workers=2) for label in labels]
+    assert labels == ['w1', 'w8']
+
+
+def test_verify_images_never_substitutes(make_lmdb):
+    root = make_lmdb('ds', ['a', 'b'])
+    ds = LmdbDataset(root, CS36, 25, verify_images=True)
+    put(root, {image_key(1): b'changed'})
+    with pytest.raises(CorruptRecordError, match=r'image-000000001 \(cannot identify image file\)'):
+        ds[0]
+    with pytest.raises(ValueError, match='labelled'):
+        LmdbDataset(root, CS36, 25, unlabelled=True, verify_images=True)
 
 
 def test_pickle_after_use(make_lmdb):

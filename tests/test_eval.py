@@ -354,3 +354,133 @@ def test_format_table():
         '|-----------|-----------|----------|---------|------------|--------------|',
         '| Combined  |      3000 |    99.20 |   99.61 |      97.12 |         5.08 |',
     ]
+
+
+# --- Unreadable records and output files -----------------------------------------------------------------------------
+
+
+def _argv(ckpt: Path, root: Path) -> list:
+    return [str(ckpt), '--data_root', str(root), '--device', 'cpu', '--num_workers', '0', '--batch_size', str(BATCH)]
+
+
+@pytest.fixture(scope='module')
+def corrupt_data(tmp_path_factory, fixture_images):
+    """IIIT5k: 40 records, 38 of them garbage bytes (the issue's case); SVT: a 0-byte and a truncated PNG between two
+    good images; AllBad: nothing readable. Good images are labelled with the model's own prediction (100%)."""
+    root = tmp_path_factory.mktemp('corrupt')
+    good = {'IIIT5k': [fixture_images[0], fixture_images[1]], 'SVT': [fixture_images[2], fixture_images[3]]}
+    preds = {s: predict(images) for s, images in good.items()}
+    labels = {s: [p for p, _ in preds[s]] for s in good}
+    iiit = [(b'garbage %d' % i, f'word{i}') for i in range(1, 41)]
+    iiit[16], iiit[39] = zip(good['IIIT5k'], labels['IIIT5k'])  # records 17 and 40
+    write_lmdb(root / 'test' / 'IIIT5k', iiit)
+    truncated = fixture_images[1][: len(fixture_images[1]) // 2]  # the PNG header is intact
+    (a, b), (la, lb) = good['SVT'], labels['SVT']
+    write_lmdb(root / 'test' / 'SVT', [(a, la), (b'', 'empty'), (truncated, 'truncated'), (b, lb)])
+    write_lmdb(root / 'test' / 'AllBad', [(b'', 'a'), (b'\x89PNG\r\n', 'b')])
+    return root, labels, preds
+
+
+def test_tool_excludes_unreadable_records(tmp_path, corrupt_data, capsys):
+    """A bad record is neither scored nor counted (it used to be replaced by the next readable sample: "40 samples,
+    100.00%"); the skipped records are listed under the table, in the log, the JSON and the CSV."""
+    root, labels, preds = corrupt_data
+    ckpt = _link(CKPT, tmp_path / 'clip4str_tiny.ckpt')
+    out_json, out_csv = tmp_path / 'r.json', tmp_path / 'r.csv'
+    tool = _load_tool('test')
+    assert tool.main(_argv(ckpt, root) + ['--out', str(out_json), '--out', str(out_csv)]) == 0
+    stdout = capsys.readouterr().out
+
+    want = {s: expected_metrics(preds[s], labels[s]) for s in ('IIIT5k', 'SVT')}
+    assert want['IIIT5k']['num_samples'] == 2 and want['IIIT5k']['accuracy'] == want['SVT']['accuracy'] == 100
+    bad_iiit = [f'image-{i:09d}' for i in range(1, 41) if i not in (17, 40)]
+    listed = ', '.join(f'{k} (cannot identify image file)' for k in bad_iiit[:10])
+    bench = table([(s, want[s]) for s in want], combine(list(want.values())))
+    empty = expected_metrics([], [])
+    report = '\n'.join(
+        [
+            'Benchmark set:',
+            *bench,
+            f'Skipped 38 unreadable record(s) of IIIT5k (2 evaluated): {listed} and 28 more',
+            'Skipped 2 unreadable record(s) of SVT (2 evaluated): image-000000002 (image is empty (0 bytes)), '
+            'image-000000003 (image file is truncated)',
+            '',
+            '',
+            'Other set:',
+            *table([('AllBad', empty)], empty),
+            'Skipped 2 unreadable record(s) of AllBad (0 evaluated): image-000000001 (image is empty (0 bytes)), '
+            'image-000000002 (cannot identify image file)',
+            '',
+            '',
+            'Time:',
+        ]
+    )
+    assert report in stdout
+    assert '| IIIT5k   |         2 |   100.00 |' in stdout and '| AllBad   |         0 |      nan |' in stdout
+    assert re.search(r'Total samples 4\.$', stdout, re.M)
+    log = (tmp_path / 'clip4str_tiny.ckpt.log_newFalse.txt').read_text()
+    assert report in log
+
+    doc = json.loads(out_json.read_text())
+    sets = doc['sets']
+    for s in want:
+        _check_metrics(sets[s], want[s])
+    assert sets['IIIT5k']['num_skipped'] == 38
+    assert sets['IIIT5k']['skipped_records'] == [dict(key=k, reason='cannot identify image file') for k in bad_iiit]
+    assert sets['SVT']['skipped_records'] == [
+        dict(key='image-000000002', reason='image is empty (0 bytes)'),
+        dict(key='image-000000003', reason='image file is truncated'),
+    ]
+    _check_metrics(sets['AllBad'], empty)
+    assert sets['AllBad']['num_skipped'] == 2
+    combined = doc['groups']['Benchmark']['combined']
+    assert combined['num_samples'] == 4 and combined['num_skipped'] == 40 and doc['time']['total_samples'] == 4
+    with open(out_csv, newline='') as f:
+        rows = {(r['group'], r['dataset']): r for r in csv.DictReader(f)}
+    assert rows['Benchmark', 'IIIT5k']['num_samples'] == '2' and rows['Benchmark', 'IIIT5k']['num_skipped'] == '38'
+    assert rows['Benchmark', 'SVT']['num_skipped'] == '2'
+    assert rows['Benchmark', 'Combined']['num_samples'] == '4' and rows['Benchmark', 'Combined']['num_skipped'] == '40'
+    assert rows['Other', 'AllBad']['num_samples'] == '0' and rows['Other', 'AllBad']['accuracy'] == 'nan'
+
+
+def test_tool_bad_out_fails_before_loading(tmp_path, corrupt_data, monkeypatch):
+    """Every --out is checked before the model or any data is loaded; the error names the path."""
+    root = corrupt_data[0]
+    tool = _load_tool('test')
+
+    def no_load(*args, **kwargs):
+        raise AssertionError('the model was loaded before --out was checked')
+
+    monkeypatch.setattr(tool, 'load_model', no_load)
+    (tmp_path / 'file.txt').write_text('')
+    (tmp_path / 'dir.json').mkdir()
+    good = tmp_path / 'good.json'
+    for bad, why in [(tmp_path / 'dir.json', 'is a directory'), (tmp_path / 'file.txt' / 'r.csv', 'not a directory')]:
+        with pytest.raises(CLIError, match=re.escape(f'--out {bad}: ') + f'.*{why}'):
+            tool.main(_argv(CKPT, root) + ['--out', str(good), '--out', str(bad)])
+    assert not good.exists()
+    proc = subprocess.run(
+        [sys.executable, 'tools/test.py', *_argv(CKPT, root), '--out', str(tmp_path / 'dir.json')],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env=ENV,
+        timeout=60,
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [f'test.py: error: --out {tmp_path / "dir.json"}: is a directory']
+
+
+def test_tool_one_failed_out_keeps_the_others(tmp_path, corrupt_data, monkeypatch):
+    """An output that fails when written does not cost the others; missing directories are created."""
+    root = corrupt_data[0]
+    tool = _load_tool('test')
+
+    def disk_full(path, *args):
+        raise OSError('No space left on device')
+
+    monkeypatch.setattr(tool, 'write_csv', disk_full)
+    out_csv, out_json = tmp_path / 'r.csv', tmp_path / 'new' / 'dir' / 'r.json'
+    with pytest.raises(CLIError, match=re.escape(f'cannot write {out_csv} (No space left on device)')):
+        tool.main(_argv(CKPT, root) + ['--std', '--out', str(out_csv), '--out', str(out_json)])
+    assert json.loads(out_json.read_text())['sets']['IIIT5k']['num_samples'] == 2

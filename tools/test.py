@@ -4,20 +4,24 @@
     python tools/test.py CKPT --data_root DIR [--new] [--std] [--cased] [--punctuation] [--rotation D]
                          [--batch_size 512] [--num_workers 4] [--device auto|cpu|cuda] [--refine_iters N]
                          [--decode ar|nar] [--openai_meanstd] [--out results.json] [--out results.csv]
-                         [name:type=value ...]
+                         [--trust_checkpoint] [name:type=value ...]
 
 Test sets are LMDBs under ``DIR/test/<name>``: the standard benchmark (IIIT5k, SVT, IC13_1015, IC15_1811,
 IC15_2077, SVTP, CUTE80, HOST, WOST), with ``--new`` also ArT, COCOv1.4 and Uber, and every other LMDB directory
 under ``DIR/test`` (e.g. IC13_857, or the built-in synthetic SynthWords/SynthFonts), reported in an "Other" group.
 Metrics, tables and the ``<checkpoint>.log_new{True|False}.txt`` file follow the original; the same numbers go to
-``--out`` files (``.json`` or ``.csv``, the option may be repeated).
+``--out`` files (``.json`` or ``.csv``, the option may be repeated), each checked writable before anything is loaded.
+
+Every image is decoded before its set is evaluated: a record whose image (or label) is missing or unreadable is
+excluded, neither counted in ``# samples`` nor scored, and listed with its key and reason under the table, in the
+log and in the ``--out`` files (``num_skipped``, and ``skipped_records`` in JSON).
 
 Deliberate differences from the original: runs on CPU (``--device auto`` is the default, no unconditional
 ``torch.cuda.synchronize()``); a missing standard set is skipped with a note instead of crashing; extra LMDBs are
 evaluated as an "Other" group (``--std`` turns that off); the "Benchmark (Subset)" table, identical to "Benchmark" in
 CLIP4STR (spec §10.16), is printed once; a set left empty by the label filter shows ``nan`` instead of dividing by
-zero; ``--openai_meanstd`` normalises with the CLIP statistics (the original, and the default here, use 0.5/0.5);
-``--clip_refine`` and its options are not implemented.
+zero; unreadable records are excluded and reported instead of crashing; ``--openai_meanstd`` normalises with the CLIP
+statistics (the original, and the default here, use 0.5/0.5); ``--clip_refine`` and its options are not implemented.
 """
 
 import argparse
@@ -28,6 +32,7 @@ import os
 import string
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, TextIO, Tuple
 
@@ -39,7 +44,7 @@ PROG = 'test.py'
 TABLE_HEADER = '| {:<{w}} | # samples | Accuracy | 1 - NED | Confidence | Label Length |'
 TABLE_ALIGN = '|:{:-<{w}}:|----------:|---------:|--------:|-----------:|-------------:|'
 TABLE_SEP = '|-{:-<{w}}-|-----------|----------|---------|------------|--------------|'
-METRICS = ('num_samples', 'accuracy', 'one_minus_ned', 'confidence', 'label_length')
+METRICS = ('num_samples', 'num_skipped', 'accuracy', 'one_minus_ned', 'confidence', 'label_length')
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -72,6 +77,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         '--out', action='append', default=[], metavar='FILE', help='also write the results to FILE (.json or .csv)'
+    )
+    parser.add_argument(
+        '--trust_checkpoint',
+        action='store_true',
+        help='load a checkpoint that pickles objects other than tensors and plain data, which can run code: '
+        'only for files you trust',
     )
     return parser
 
@@ -118,14 +129,27 @@ def plan_test_sets(test_root: Path, new: bool, std: bool) -> Tuple[Dict[str, Lis
     return {g: names for g, names in groups.items() if names}, missing
 
 
-def set_metrics(res) -> Dict[str, float]:
+def check_writable(path: Path) -> None:
+    """Raises a ``CLIError`` naming ``path`` unless it can be written: not a directory, and a writable file or a new
+    file whose nearest existing ancestor is a writable directory (missing directories are created on writing)."""
+    if path.is_dir():
+        raise CLIError(f'--out {path}: is a directory')
+    ancestor = path.parent
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise CLIError(f'--out {path}: {ancestor} is not a directory')
+    if not (os.access(path, os.W_OK) if path.exists() else os.access(ancestor, os.W_OK | os.X_OK)):
+        raise CLIError(f'--out {path}: permission denied')
+
+
+def set_metrics(res, num_skipped: int = 0) -> Dict[str, float]:
     """Metrics of a ``BatchResult`` (percentages, mean predicted length); NaN for an empty set."""
-    n = res.num_samples
-    if n == 0:
-        return dict(
-            num_samples=0, accuracy=math.nan, one_minus_ned=math.nan, confidence=math.nan, label_length=math.nan
-        )
-    return res.metrics()
+    if res.num_samples == 0:
+        m = dict(num_samples=0, accuracy=math.nan, one_minus_ned=math.nan, confidence=math.nan, label_length=math.nan)
+    else:
+        m = res.metrics()
+    return dict(m, num_skipped=num_skipped)
 
 
 def format_table(rows: Sequence[Tuple[str, Dict[str, float]]], combined: Dict[str, float]) -> str:
@@ -144,17 +168,31 @@ def format_table(rows: Sequence[Tuple[str, Dict[str, float]]], combined: Dict[st
     return '\n'.join(lines)
 
 
+def format_skipped(name: str, num_samples: int, records: Sequence[Tuple[str, str]]) -> str:
+    """The line under a table for a set with unreadable records."""
+    from strhub.data.dataset import describe_records
+
+    return (
+        f'Skipped {len(records)} unreadable record(s) of {name} ({num_samples} evaluated): '
+        f'{describe_records(records)}\n'
+    )
+
+
 def format_report(
     groups: Dict[str, List[str]],
     metrics: Dict[str, Dict[str, float]],
     combined: Dict[str, Dict[str, float]],
     elapsed: float,
     total_samples: int,
+    bad_records: Dict[str, List[Tuple[str, str]]],
 ) -> str:
     parts = []
     for group, names in groups.items():
-        # print(f'{group} set:'), the table, then print('\n') as the original (two line breaks).
-        parts.append(f'{group} set:\n' + format_table([(s, metrics[s]) for s in names], combined[group]) + '\n\n\n')
+        # print(f'{group} set:'), the table, then print('\n') as the original (two line breaks); the skipped
+        # records of each set, if any, between the two.
+        notes = ''.join(format_skipped(s, metrics[s]['num_samples'], bad_records[s]) for s in names if bad_records[s])
+        table = format_table([(s, metrics[s]) for s in names], combined[group])
+        parts.append(f'{group} set:\n{table}\n{notes}\n\n')
     average_ms = elapsed * 1000.0 / total_samples if total_samples else math.nan
     # The spec gives this line's wording only; seconds and milliseconds are rounded to 2 decimals here.
     parts.append(f'Time: Total {elapsed:.2f}s, Average {average_ms:.2f}ms. Total samples {total_samples}.\n')
@@ -165,11 +203,17 @@ def _json_number(x):
     return None if isinstance(x, float) and not math.isfinite(x) else x
 
 
-def write_json(path: Path, info: dict, groups, metrics, combined, skipped, elapsed: float, total: int) -> None:
+def write_json(
+    path: Path, info: dict, groups, metrics, combined, bad_records, skipped, elapsed: float, total: int
+) -> None:
     doc = dict(
         info,
         sets={
-            s: dict(group=g, **{k: _json_number(v) for k, v in metrics[s].items()})
+            s: dict(
+                group=g,
+                **{k: _json_number(v) for k, v in metrics[s].items()},
+                skipped_records=[dict(key=key, reason=reason) for key, reason in bad_records[s]],
+            )
             for g, ns in groups.items()
             for s in ns
         },
@@ -216,6 +260,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     for o in outs:
         if o.suffix.lower() not in ('.json', '.csv'):
             parser.error(f'--out {o}: the file name must end in .json or .csv')
+    for o in outs:  # now, not after hours of evaluation
+        check_writable(o)
     kwargs = model_overrides(args.refine_iters, args.decode, parse_model_args(unknown))
     kwargs['charset_test'] = test_charset(args.cased, args.punctuation)  # as the original: the flags win
     checkpoint = resolve_checkpoint(args.checkpoint)
@@ -229,7 +275,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     from tqdm import tqdm
 
     from strhub.cli_utils import select_device
-    from strhub.data.dataset import InvalidLmdbError
+    from strhub.data.dataset import CorruptRecordWarning, InvalidLmdbError
     from strhub.data.module import SceneTextDataModule
     from strhub.models.base import BatchResult
 
@@ -241,7 +287,7 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     print(f'Additional keyword arguments: {kwargs}')
     device = select_device(args.device)
-    model = load_model(checkpoint, **kwargs).to(device)
+    model = load_model(checkpoint, trust=args.trust_checkpoint, **kwargs).to(device)
     hp = model.hparams
     datamodule = SceneTextDataModule(
         args.data_root,
@@ -260,15 +306,19 @@ def main(argv: Optional[List[str]] = None) -> int:
     names = [s for ns in groups.values() for s in ns]
     width = max(map(len, names), default=0)
     results: Dict[str, BatchResult] = {}
+    bad_records: Dict[str, List[Tuple[str, str]]] = {}
     start = time.perf_counter()
     with torch.inference_mode():
         for k, name in enumerate(names, 1):
             try:
-                loader = datamodule.test_dataloaders([name])[name]
+                with warnings.catch_warnings():
+                    warnings.simplefilter('ignore', CorruptRecordWarning)  # reported with the results instead
+                    loader = datamodule.test_dataloaders([name])[name]
             except (OSError, InvalidLmdbError) as e:
                 print(f'Test set {name} cannot be read: skipped ({e})')
                 skipped[name] = f'cannot be read: {e}'
                 continue
+            bad_records[name] = loader.dataset.bad_records  # excluded: not counted, not scored
             res = BatchResult()
             for imgs, labels in tqdm(loader, desc=f'[{k}/{len(names)}] {name:>{width}}', unit='batch', file=sys.stderr):
                 res += model.eval_batch(imgs.to(device, non_blocking=True), labels, validation=False)
@@ -281,15 +331,15 @@ def main(argv: Optional[List[str]] = None) -> int:
     groups = {g: ns for g, ns in groups.items() if ns}
     if not groups:
         raise CLIError(f'no test set could be evaluated under {test_root}', exit_code=1)
-    metrics = {s: set_metrics(r) for s, r in results.items()}
+    metrics = {s: set_metrics(r, len(bad_records[s])) for s, r in results.items()}
     combined = {}
     for g, ns in groups.items():
         total = BatchResult()
         for s in ns:
             total += results[s]
-        combined[g] = set_metrics(total)
+        combined[g] = set_metrics(total, sum(len(bad_records[s]) for s in ns))
     total_samples = sum(r.num_samples for r in results.values())
-    report = format_report(groups, metrics, combined, elapsed, total_samples)
+    report = format_report(groups, metrics, combined, elapsed, total_samples, bad_records)
 
     # Written next to the checkpoint, as the original (a read-only location only costs a warning); for a shipped
     # model given by name, in the working directory rather than inside the package.
@@ -320,15 +370,20 @@ def main(argv: Optional[List[str]] = None) -> int:
         openai_meanstd=args.openai_meanstd,
         device=str(device),
     )
-    for o in outs:
+    failed = []
+    for o in outs:  # every output is attempted: one that fails does not cost the others
         try:
+            o.parent.mkdir(parents=True, exist_ok=True)
             if o.suffix.lower() == '.json':
-                write_json(o, info, groups, metrics, combined, skipped, elapsed, total_samples)
+                write_json(o, info, groups, metrics, combined, bad_records, skipped, elapsed, total_samples)
             else:
                 write_csv(o, groups, metrics, combined)
         except OSError as e:
-            raise CLIError(f'cannot write {o}: {e}', exit_code=1) from None
+            failed.append(f'{o} ({e})')
+            continue
         print(f'Results written to {o}', file=sys.stderr)
+    if failed:
+        raise CLIError(f'cannot write {", ".join(failed)}', exit_code=1)
     return 0
 
 

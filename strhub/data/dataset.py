@@ -8,10 +8,10 @@ import threading
 import unicodedata
 import warnings
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Tuple, Union
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import lmdb
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 from torch.utils.data import ConcatDataset, Dataset
 
 from .lmdb_io import image_key, label_key
@@ -23,13 +23,7 @@ log = logging.getLogger(__name__)
 # filters of the original; the others are bad records, which the original did not handle (it crashed).
 FILTER_REASONS = ('too_long', 'empty_label', 'too_small')
 BAD_RECORD_REASONS = ('missing_label', 'undecodable_label', 'missing_image', 'undecodable_image')
-_REASON_TEXT = {
-    'missing_label': 'label key missing',
-    'undecodable_label': 'label is not valid UTF-8',
-    'missing_image': 'image key missing',
-    'undecodable_image': 'image cannot be decoded',
-}
-_MAX_LISTED = 10  # bad records named in the construction-time warning
+MAX_LISTED = 10  # bad records named in a warning or summary line
 
 
 class InvalidLmdbError(ValueError):
@@ -38,6 +32,17 @@ class InvalidLmdbError(ValueError):
 
 class CorruptRecordWarning(UserWarning):
     """Some records of an LMDB were skipped because their label or image is missing or unreadable."""
+
+
+class CorruptRecordError(RuntimeError):
+    """An image checked at construction (``verify_images``) could not be read later: the LMDB changed."""
+
+
+class _BadImage(Exception):
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason  # a BAD_RECORD_REASONS key
+        self.detail = detail  # what is wrong, for people
 
 
 def _open_env(root: str) -> lmdb.Environment:
@@ -126,21 +131,50 @@ def _read_num_samples(txn: lmdb.Transaction, root: str) -> int:
     return num_samples
 
 
-def _decode_image(buf: bytes) -> Image.Image:
-    return Image.open(io.BytesIO(buf)).convert('RGB')
+def _load_image(buf: Optional[bytes], decode: bool = True) -> Image.Image:
+    """A record's image (``buf`` is None when its key is missing): decoded to RGB, or with ``decode=False`` opened
+    for its header only (cheap, but blind to truncated pixel data).
+
+    Raises:
+        _BadImage: missing, empty or undecodable.
+    """
+    if buf is None:
+        raise _BadImage('missing_image', 'image key missing')
+    if not buf:
+        raise _BadImage('undecodable_image', 'image is empty (0 bytes)')
+    try:
+        img = Image.open(io.BytesIO(buf))
+        return img.convert('RGB') if decode else img
+    except UnidentifiedImageError:  # its message ends with the repr (an address) of the in-memory file
+        raise _BadImage('undecodable_image', 'cannot identify image file') from None
+    except Exception as e:  # any decoder failure (PIL raises OSError, ValueError, SyntaxError, ...)
+        raise _BadImage('undecodable_image', str(e) or type(e).__name__) from None
+
+
+def describe_records(records: Sequence[Tuple[str, str]]) -> str:
+    """``key (reason), ...`` for the first ``MAX_LISTED`` (key, reason) pairs, then how many more."""
+    listed = ', '.join(f'{key} ({reason})' for key, reason in records[:MAX_LISTED])
+    return listed + (f' and {len(records) - MAX_LISTED} more' if len(records) > MAX_LISTED else '')
 
 
 class LmdbDataset(Dataset):
     """One STR LMDB: filtered labels in memory, images read lazily.
 
     Labels are preprocessed once at construction (spec §3.2). Bad records found then (missing or non-UTF-8 label,
-    or, with ``min_image_dim``, a missing or unreadable image) are skipped, counted in ``num_skipped`` and reported
-    in one ``CorruptRecordWarning`` naming the path, the record indices and the reasons.
+    or, with ``min_image_dim`` or ``verify_images``, a missing or unreadable image) are skipped, counted in
+    ``num_skipped``, listed in ``bad_records`` and reported in one ``CorruptRecordWarning`` naming the path, the
+    record keys and the reasons.
 
-    An image that turns out missing or unreadable in ``__getitem__`` must not stop an epoch: the dataset warns once
-    (per process: each DataLoader worker holds its own copy), counts it, remembers it, and returns the next readable
-    sample instead (index + 1, wrapping around), image and label together. This is deterministic, so the epoch keeps
-    its length and the substitute depends only on the index.
+    For evaluation (``verify_images=True``) every image is decoded at construction, so a bad record is excluded
+    before anything is counted or scored: ``len()`` is the number of samples actually evaluated, and ``bad_records``
+    says which were left out and why. An image unreadable later (the LMDB changed) raises ``CorruptRecordError``.
+
+    For training (the default) images are only read in ``__getitem__``, and an unreadable one must not stop an
+    epoch: a training step needs a full batch, and the substitute is another real sample of the same set, so the
+    dataset warns once (per process: each DataLoader worker holds its own copy), counts it, remembers it, and
+    returns the next readable sample instead (index + 1, wrapping around), image and label together. This is
+    deterministic, so the epoch keeps its length and the substitute depends only on the index. Never evaluate so:
+    the substitute would be scored in place of the bad record and counted in the set's size.
 
     The LMDB environment is opened on first access in each process (never inherited through fork or pickling) with
     the original's flags: read-only, ``lock=False``, ``readahead=False``, ``meminit=False``, ``max_readers=1``; it is
@@ -155,10 +189,13 @@ class LmdbDataset(Dataset):
         normalize_unicode: NFKD-normalise labels and drop non-ASCII characters.
         unlabelled: no label filtering; ``__getitem__`` returns the dataset index as the label.
         transform: applied to the PIL RGB image.
+        verify_images: decode every image at construction and exclude the bad records (evaluation); costs one
+            extra decode per image.
 
     Raises:
         FileNotFoundError: ``root`` or its ``data.mdb`` does not exist.
         InvalidLmdbError: not an LMDB, truncated, or without a valid ``num-samples``.
+        ValueError: ``verify_images`` with ``unlabelled``.
     """
 
     def __init__(
@@ -171,17 +208,23 @@ class LmdbDataset(Dataset):
         normalize_unicode: bool = True,
         unlabelled: bool = False,
         transform: Optional[Callable] = None,
+        verify_images: bool = False,
     ) -> None:
+        if verify_images and unlabelled:
+            raise ValueError('verify_images needs labelled data: unlabelled datasets are not filtered')
         self._env: Optional[lmdb.Environment] = None
         self._env_pid: Optional[int] = None
         self.root = str(root)
         self.unlabelled = unlabelled
         self.transform = transform
+        self.verify_images = verify_images
         # The original never stored min_image_dim, so its filter raised AttributeError (spec §10.9); stored here.
         self.min_image_dim = min_image_dim
         self.labels: List[str] = []
         self.filtered_index_list: List[int] = []  # 1-based LMDB index of each kept sample
         self.num_skipped: Dict[str, int] = dict.fromkeys(FILTER_REASONS + BAD_RECORD_REASONS, 0)
+        # (key, reason) of each bad record: those skipped at construction, then those met in __getitem__ (this process)
+        self.bad_records: List[Tuple[str, str]] = []
         self._bad_items: set = set()  # dataset indices found unreadable in __getitem__ (this process)
         self._warned_bad_item = False
         self.num_samples = self._preprocess_labels(charset, remove_whitespace, normalize_unicode, max_label_len)
@@ -190,7 +233,6 @@ class LmdbDataset(Dataset):
         self, charset: str, remove_whitespace: bool, normalize_unicode: bool, max_label_len: int
     ) -> int:
         charset_adapter = CharsetAdapter(charset)
-        bad: List[Tuple[bytes, str]] = []
         env = _ENVS.acquire(self.root)
         try:
             with env.begin() as txn:
@@ -200,12 +242,12 @@ class LmdbDataset(Dataset):
                 for index in range(1, num_samples + 1):  # LMDB indices are 1-based
                     raw = txn.get(label_key(index))
                     if raw is None:
-                        bad.append((label_key(index), 'missing_label'))
+                        self._add_bad(label_key(index), 'missing_label', 'label key missing')
                         continue
                     try:
                         label = raw.decode('utf-8')
                     except UnicodeDecodeError:
-                        bad.append((label_key(index), 'undecodable_label'))
+                        self._add_bad(label_key(index), 'undecodable_label', 'label is not valid UTF-8')
                         continue
                     if remove_whitespace:
                         label = ''.join(label.split())
@@ -220,15 +262,11 @@ class LmdbDataset(Dataset):
                     if not label:
                         self.num_skipped['empty_label'] += 1
                         continue
-                    if self.min_image_dim > 0:
-                        buf = txn.get(image_key(index))
-                        if buf is None:
-                            bad.append((image_key(index), 'missing_image'))
-                            continue
+                    if self.min_image_dim > 0 or self.verify_images:
                         try:
-                            w, h = Image.open(io.BytesIO(buf)).size  # header only, no pixel decoding
-                        except Exception:  # any decoder failure means an unusable record
-                            bad.append((image_key(index), 'undecodable_image'))
+                            w, h = _load_image(txn.get(image_key(index)), decode=self.verify_images).size
+                        except _BadImage as e:
+                            self._add_bad(image_key(index), e.reason, e.detail)
                             continue
                         if w < self.min_image_dim or h < self.min_image_dim:
                             self.num_skipped['too_small'] += 1
@@ -237,17 +275,18 @@ class LmdbDataset(Dataset):
                     self.filtered_index_list.append(index)
         finally:
             _ENVS.release(self.root)
-        if bad:
-            for _, reason in bad:
-                self.num_skipped[reason] += 1
-            listed = ', '.join(f'{key.decode()} ({_REASON_TEXT[reason]})' for key, reason in bad[:_MAX_LISTED])
-            more = f' and {len(bad) - _MAX_LISTED} more' if len(bad) > _MAX_LISTED else ''
+        if self.bad_records:
             warnings.warn(
-                f'LMDB {self.root}: skipped {len(bad)} bad record(s) of {num_samples}: {listed}{more}',
+                f'LMDB {self.root}: skipped {len(self.bad_records)} bad record(s) of {num_samples}: '
+                f'{describe_records(self.bad_records)}',
                 CorruptRecordWarning,
                 stacklevel=3,
             )
         return len(self.labels)
+
+    def _add_bad(self, key: bytes, reason: str, detail: str) -> None:
+        self.num_skipped[reason] += 1
+        self.bad_records.append((key.decode(), detail))
 
     @property
     def env(self) -> lmdb.Environment:
@@ -296,25 +335,27 @@ class LmdbDataset(Dataset):
             lmdb_index, label = index + 1, index
         else:
             lmdb_index, label = self.filtered_index_list[index], self.labels[index]
+        key = image_key(lmdb_index)
         with self.env.begin() as txn:
-            buf = txn.get(image_key(lmdb_index))
-        if buf is None:
-            reason = 'missing_image'
-        else:
-            try:
-                return _decode_image(buf), label
-            except Exception:  # any decoder failure (PIL raises OSError, ValueError, SyntaxError, ...)
-                reason = 'undecodable_image'
-        self._bad_items.add(index)
-        self.num_skipped[reason] += 1
-        if not self._warned_bad_item:
-            self._warned_bad_item = True
-            warnings.warn(
-                f'LMDB {self.root}: {image_key(lmdb_index).decode()} ({_REASON_TEXT[reason]}) at dataset index '
-                f'{index}; returning the next readable sample instead (further bad images are counted silently)',
-                CorruptRecordWarning,
-                stacklevel=3,
-            )
+            buf = txn.get(key)
+        try:
+            return _load_image(buf), label
+        except _BadImage as e:
+            if self.verify_images:  # never substitute a sample that will be scored
+                raise CorruptRecordError(
+                    f'LMDB {self.root}: {key.decode()} ({e.detail}) was readable when the dataset was built; '
+                    'the LMDB changed during the run'
+                ) from None
+            self._add_bad(key, e.reason, e.detail)
+            self._bad_items.add(index)
+            if not self._warned_bad_item:
+                self._warned_bad_item = True
+                warnings.warn(
+                    f'LMDB {self.root}: {key.decode()} ({e.detail}) at dataset index {index}; returning the next '
+                    'readable sample instead (further bad images are counted silently)',
+                    CorruptRecordWarning,
+                    stacklevel=3,
+                )
         return None
 
 

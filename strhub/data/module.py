@@ -175,7 +175,10 @@ class SceneTextDataModule(pl.LightningDataModule):
         if self._val_dataset is None:
             transform = get_transform(self.img_size, mean=self.mean, std=self.std)
             root = self._require_dir(PurePath(self.root_dir, 'val'), 'validation data')
-            self._val_dataset = build_tree_dataset(root, transform=transform, **self._dataset_kwargs(self.charset_test))
+            # verify_images: a bad record is excluded (and named once), never replaced by another sample and scored.
+            self._val_dataset = build_tree_dataset(
+                root, transform=transform, verify_images=True, **self._dataset_kwargs(self.charset_test)
+            )
         return self._val_dataset
 
     def _world(self) -> Tuple[int, int]:
@@ -241,6 +244,7 @@ class SceneTextDataModule(pl.LightningDataModule):
 
         Uses ``charset_test`` and 0.5/0.5 normalisation unless ``test_openai_meanstd``. Test loaders are not
         persistent (as the original): they are iterated once. Use ``available_test_sets`` to drop missing sets.
+        Every image is decoded first: unreadable records are excluded, listed in ``loader.dataset.bad_records``.
 
         Raises:
             FileNotFoundError: a requested test set does not exist.
@@ -248,6 +252,7 @@ class SceneTextDataModule(pl.LightningDataModule):
         transform = get_transform(self.img_size, rotation=self.rotation, mean=self.test_mean, std=self.test_std)
         root = PurePath(self.root_dir, 'test')
         datasets = {
-            s: LmdbDataset(root / s, transform=transform, **self._dataset_kwargs(self.charset_test)) for s in subset
+            s: LmdbDataset(root / s, transform=transform, verify_images=True, **self._dataset_kwargs(self.charset_test))
+            for s in subset
         }
         return {k: self._loader(v, shuffle=False, persistent=False) for k, v in datasets.items()}
