@@ -54,10 +54,14 @@ def _alpha_on_white(img: Image.Image) -> Image.Image:
 
 
 def _int_to_l(img: Image.Image) -> Image.Image:
-    # 16-bit (I;16*) and 32-bit integer (I, which older Pillow versions use for 16-bit PNGs) greyscale: taken as
-    # 16-bit data and scaled to 8 bits. Pillow's own convert('RGB') clips at 255, which turns most such images white.
+    # Integer greyscale scaled to 8 bits by its real range (Pillow's own convert('RGB') clips at 255, which turns
+    # most 16-bit images white). I;16* is 16-bit. I (32-bit) holds what convert('I') makes of 8-bit images as well as
+    # 16-bit PNGs (older Pillow versions), so its depth is taken from the largest value: 8 bits, 16 bits, else that
+    # value is white.
     a = np.asarray(img, dtype=np.float64)
-    return Image.fromarray(np.clip(np.rint(a / 257.0), 0, 255).astype(np.uint8), 'L')
+    top = a.max()
+    white = 65535.0 if img.mode.startswith('I;16') or 255 < top <= 65535 else max(top, 255.0)
+    return Image.fromarray(np.clip(np.rint(a * (255.0 / white)), 0, 255).astype(np.uint8), 'L')
 
 
 def to_rgb(img: Image.Image, exif: bool = True) -> Image.Image:
@@ -65,16 +69,20 @@ def to_rgb(img: Image.Image, exif: bool = True) -> Image.Image:
 
     Deliberate differences from the original's plain ``convert('RGB')``: the EXIF orientation is applied (photos
     from phones are often stored rotated), transparency is composited on white (``convert`` keeps the colour of
-    fully transparent pixels, often black, which hides dark text), and 16-bit greyscale is scaled to 8 bits instead
-    of being clipped. Every other mode (L, 1, P, CMYK, YCbCr, ...) goes through Pillow's ``convert``.
+    fully transparent pixels, often black, which hides dark text), and integer greyscale is scaled to 8 bits by its
+    range instead of being clipped: I;16 as 16-bit, I as 8-bit when no value exceeds 255, else as 16-bit when none
+    exceeds 65535, else by its largest value. Every other mode (L, 1, P, CMYK, YCbCr, ...) goes through Pillow's
+    ``convert``.
 
     Args:
         img: the image (loaded lazily or not).
         exif: apply the EXIF orientation tag.
 
     Raises:
-        ImageReadError: the pixels cannot be decoded or converted.
+        ImageReadError: the pixels cannot be decoded or converted, or the image has no pixels (zero width or height).
     """
+    if img.width == 0 or img.height == 0:  # the resize would turn it into a blank image and "read" text in it
+        raise ImageReadError(f'empty image ({img.width}x{img.height} pixels)')
     try:
         img.load()
         if exif:
@@ -130,6 +138,8 @@ class TextReader:
         adapt_charset: map predictions onto the model's ``charset_test`` (case folding, unsupported characters
             removed) as evaluation does; by default the raw prediction is returned, as the original ``read.py``.
         exif: apply EXIF orientation tags of image files / PIL images.
+        trust: load a checkpoint that pickles objects other than tensors and plain data, which can run code; only for
+            files you trust (see ``strhub.models.load_from_checkpoint``). Only with a path.
         **overrides: further ``load_from_checkpoint`` overrides (e.g. ``charset_test='...'``); only with a path.
 
     Raises:
@@ -145,6 +155,7 @@ class TextReader:
         decode_ar: Optional[bool] = None,
         adapt_charset: bool = False,
         exif: bool = True,
+        trust: bool = False,
         **overrides: Any,
     ) -> None:
         if batch_size < 1:
@@ -156,7 +167,7 @@ class TextReader:
                 overrides['refine_iters'] = refine_iters
             if decode_ar is not None:
                 overrides['decode_ar'] = decode_ar
-            model = load_from_checkpoint(model, **overrides)
+            model = load_from_checkpoint(model, trust=trust, **overrides)
         else:
             if overrides:
                 raise TypeError(f'overrides {sorted(overrides)} need a checkpoint path, not a loaded model')
@@ -181,7 +192,8 @@ class TextReader:
         preprocessed (resized to ``img_size`` and normalised with 0.5/0.5).
 
         Raises:
-            ImageReadError: unreadable file, unsupported type, dtype or shape.
+            ImageReadError: unreadable file, unsupported type, dtype or shape, an image with zero width or height, or
+                a float tensor holding NaN or infinite values.
         """
         if isinstance(item, (str, os.PathLike, bytes)):
             img = load_image(item, self.exif)
@@ -194,6 +206,8 @@ class TextReader:
                         f'a float tensor must be a preprocessed image of shape (3, {self.img_size[0]}, '
                         f'{self.img_size[1]}), got {tuple(item.shape)}; pass uint8 pixels or a PIL image to resize'
                     )
+                if not torch.isfinite(item).all():  # the model would "read" it as ('', nan)
+                    raise ImageReadError('float tensor holds NaN or infinite values')
                 return item.float()
             if item.dtype != torch.uint8:
                 raise ImageReadError(f'unsupported tensor dtype {item.dtype} (use uint8 pixels or float input)')
@@ -214,11 +228,9 @@ class TextReader:
             raise ImageReadError(f'unsupported array dtype {a.dtype} (use uint8 pixels)')
         if a.ndim == 3 and a.shape[2] == 1:
             a = a[:, :, 0]
-        if a.ndim == 2:
-            return Image.fromarray(np.ascontiguousarray(a), 'L').convert('RGB')
-        if a.ndim == 3 and a.shape[2] in (3, 4):
-            img = Image.fromarray(np.ascontiguousarray(a), 'RGB' if a.shape[2] == 3 else 'RGBA')
-            return to_rgb(img, exif=False)
+        if a.ndim == 2 or (a.ndim == 3 and a.shape[2] in (3, 4)):
+            mode = 'L' if a.ndim == 2 else 'RGB' if a.shape[2] == 3 else 'RGBA'
+            return to_rgb(Image.fromarray(np.ascontiguousarray(a), mode), exif=False)
         raise ImageReadError(f'unsupported array shape {a.shape} (use HW or HWC with C in 1, 3, 4)')
 
     @torch.inference_mode()
@@ -268,7 +280,8 @@ class TextReader:
             One ``Reading(text, confidence)`` per input, in order.
 
         Raises:
-            ImageReadError: an input is unreadable (use :meth:`read_batches` to skip such inputs).
+            ImageReadError: an input is unreadable, with its index in ``inputs`` (use :meth:`read_batches` to skip
+                such inputs).
         """
         if isinstance(inputs, (str, os.PathLike, bytes, Image.Image)):
             inputs = [inputs]
@@ -276,13 +289,37 @@ class TextReader:
             inputs = list(inputs) if inputs.ndim == 4 else [inputs]
         results: List[Reading] = []
         for batch in self.read_batches(inputs):
-            for _, r in batch:
+            for i, r in batch:
                 if isinstance(r, ImageReadError):
-                    raise r
+                    raise ImageReadError(f'input {i}: {r}') from None
                 results.append(r)
         return results
 
     __call__ = read
+
+
+def _walk(folder: Path, skipped: List[Tuple[str, str]]) -> List[Path]:
+    """The non-hidden files under ``folder``, following symbolic links; folders reached a second time (link loops,
+    links to a folder already searched) and folders that cannot be listed are added to ``skipped``."""
+    files: List[Path] = []
+    seen = {os.path.realpath(folder)}
+
+    def cannot_list(e: OSError) -> None:
+        skipped.append((str(e.filename), f'cannot list folder: {e.strerror}'))
+
+    for root, dirs, names in os.walk(folder, onerror=cannot_list, followlinks=True):
+        kept = []
+        # Real folders before links, so that a folder linked from beside it is named by its own path.
+        for d in sorted((d for d in dirs if not d.startswith('.')), key=lambda d: (os.path.islink(Path(root, d)), d)):
+            real = os.path.realpath(Path(root, d))
+            if real in seen:
+                skipped.append((str(Path(root, d)), f'link to a folder already searched ({real})'))
+            else:
+                seen.add(real)
+                kept.append(d)
+        dirs[:] = kept
+        files += [Path(root, n) for n in names if not n.startswith('.')]
+    return files
 
 
 def find_images(
@@ -291,8 +328,10 @@ def find_images(
     """Expands files and folders into the image files to read.
 
     Folders are searched recursively (the original read one folder, non-recursively), files with an image extension
-    (case-insensitive) are kept, sorted by relative path; hidden files and folders are ignored. Files named
-    explicitly are kept whatever their extension (decoding decides).
+    (case-insensitive) are kept, sorted by relative path; hidden files and folders are ignored. Symbolic links to
+    files and folders are followed; broken links, folders reached a second time (link loops, two links to one
+    folder) and folders that cannot be listed are skipped and reported. Files named explicitly are kept whatever
+    their extension (decoding decides).
 
     Returns:
         ``(name, path)`` of the images, where the name is the path relative to its folder argument (the original
@@ -303,17 +342,15 @@ def find_images(
     skipped: List[Tuple[str, str]] = []
     for p in map(Path, paths):
         if p.is_dir():
-            files = []
-            for root, dirs, names in os.walk(p):
-                dirs[:] = [d for d in dirs if not d.startswith('.')]
-                files += [Path(root, n) for n in names if not n.startswith('.')]
-            for f in sorted(files, key=lambda f: f.relative_to(p).as_posix()):
-                if f.suffix.lower() in exts:
+            for f in sorted(_walk(p, skipped), key=lambda f: f.relative_to(p).as_posix()):
+                if not f.exists():
+                    skipped.append((str(f), 'broken symbolic link'))
+                elif f.suffix.lower() in exts:
                     found.append((f.relative_to(p).as_posix(), f))
                 else:
                     skipped.append((str(f), 'not an image file (extension)'))
         elif p.exists():
             found.append((str(p), p))
         else:
-            skipped.append((str(p), 'no such file or directory'))
+            skipped.append((str(p), 'broken symbolic link' if p.is_symlink() else 'no such file or directory'))
     return found, skipped

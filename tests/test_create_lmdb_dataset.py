@@ -1,7 +1,9 @@
 """tools/create_lmdb_dataset.py: images + ground-truth file -> STR LMDB, skipping bad samples with a report."""
 
+import errno
 import importlib.util
 import io
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -119,3 +121,98 @@ def test_cli(folder, tmp_path):
     assert r.returncode == 0, r.stderr
     assert 'Wrote 4 samples' in r.stdout and 'missing image: 1' in r.stdout
     assert len(read_lmdb(tmp_path / 'out')) == 4
+
+
+def _invalid_gt(tmp_path) -> Path:
+    gt = tmp_path / 'bad_gt.txt'
+    gt.write_text('missing.png\tgone\nno_separator_here\n')
+    return gt
+
+
+def test_failed_overwrite_keeps_old_lmdb(folder, tmp_path):
+    root, gt, expected = folder
+    out = tmp_path / 'lmdb'
+    tool.create_lmdb_dataset(root, gt, out)
+    (out / 'notes.txt').write_text('mine')
+    report = tool.create_lmdb_dataset(root, _invalid_gt(tmp_path), out, overwrite=True)
+    assert report.written == 0 and 'nothing written' in str(report)
+    assert read_lmdb(out) == expected  # the old LMDB, untouched
+    assert sorted(p.name for p in out.iterdir()) == ['data.mdb', 'lock.mdb', 'notes.txt']  # no temporary folder
+    # A successful overwrite replaces the LMDB and keeps the user's other files.
+    gt.write_text('a.png\tOnly\n')
+    assert tool.create_lmdb_dataset(root, gt, out, overwrite=True).written == 1
+    assert read_lmdb(out) == [(expected[0][0], 'Only')]
+    assert sorted(p.name for p in out.iterdir()) == ['data.mdb', 'lock.mdb', 'notes.txt']
+
+
+def test_failed_run_leaves_no_output(folder, tmp_path):
+    root, gt, expected = folder
+    out = tmp_path / 'new' / 'lmdb'
+    r = _run(root, _invalid_gt(tmp_path), out)
+    assert r.returncode == 1 and 'no valid sample' in r.stderr and 'Traceback' not in r.stderr
+    assert not out.exists() and list(out.parent.iterdir()) == []  # nothing blocks the next attempt
+    r = _run(root, gt, out)
+    assert r.returncode == 0, r.stderr
+    assert read_lmdb(out) == expected and list(out.parent.iterdir()) == [out]
+
+
+def test_interrupted_run_keeps_old_lmdb(folder, tmp_path, monkeypatch, capsys):
+    root, gt, expected = folder
+    out = tmp_path / 'lmdb'
+    tool.create_lmdb_dataset(root, gt, out)
+    checked = []
+
+    def interrupt(data):  # Ctrl-C while the second image is checked
+        checked.append(data)
+        if len(checked) == 2:
+            raise KeyboardInterrupt
+        return None
+
+    monkeypatch.setattr(tool, '_check_image', interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        tool.create_lmdb_dataset(root, gt, out, overwrite=True)
+    assert read_lmdb(out) == expected
+    assert sorted(p.name for p in out.iterdir()) == ['data.mdb', 'lock.mdb']
+    checked.clear()
+    with pytest.raises(KeyboardInterrupt):
+        tool.create_lmdb_dataset(root, gt, tmp_path / 'other')
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['gt.txt', 'images', 'lmdb']  # no 'other', no temporary
+    checked.clear()
+    assert tool.main([str(root), str(gt), str(out), '--overwrite']) == 130
+    assert capsys.readouterr().err.splitlines()[-1] == f'interrupted: {out} left as it was'
+    assert read_lmdb(out) == expected
+
+
+def test_unwritable_destination(folder, tmp_path):
+    root, gt, _ = folder
+    blocker = tmp_path / 'a_file'
+    blocker.write_text('')
+    r = _run(root, gt, blocker / 'lmdb')  # the parent is a regular file: fails even for root
+    assert r.returncode == 2 and r.stdout == ''  # refused before any image is read (no report)
+    assert r.stderr.strip().splitlines() == [f'error: cannot write the LMDB in {blocker}: not a folder']
+    r = _run(root, gt, blocker)
+    assert r.returncode == 2 and r.stderr.strip().splitlines() == [f'error: {blocker} exists and is not a folder']
+
+
+def test_permission_denied_is_one_line(folder, tmp_path, monkeypatch, capsys):
+    # What a read-only folder gives a non-root user (test_read_only_destination), simulated so that it runs as root.
+    def denied(prefix, dir):
+        raise PermissionError(errno.EACCES, 'Permission denied', dir)
+
+    root, gt, _ = folder
+    monkeypatch.setattr(tool.tempfile, 'mkdtemp', denied)
+    assert tool.main([str(root), str(gt), str(tmp_path / 'lmdb')]) == 2
+    assert capsys.readouterr() == ('', f'error: cannot write the LMDB in {tmp_path}: Permission denied\n')
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason='root writes to read-only folders')
+def test_read_only_destination(folder, tmp_path):
+    root, gt, _ = folder
+    locked = tmp_path / 'locked'
+    locked.mkdir(mode=0o555)
+    try:
+        r = _run(root, gt, locked / 'lmdb')
+    finally:
+        locked.chmod(0o755)
+    assert r.returncode == 2 and r.stdout == '' and 'Traceback' not in r.stderr
+    assert r.stderr.strip().splitlines() == [f'error: cannot write the LMDB in {locked}: Permission denied']

@@ -141,6 +141,16 @@ def test_to_rgb_modes():
     g32 = Image.fromarray(np.array([[65535, 257 * 3]], dtype=np.int32), 'I')
     assert [to_rgb(g32).getpixel((x, 0)) for x in range(2)] == [(255,) * 3, (3,) * 3]
 
+    # Mode I holding 8-bit data (what convert('I') makes of an L image) keeps its grey levels instead of reading
+    # black; values above 65535 are scaled so that the largest is white.
+    assert to_rgb(Image.new('L', (2, 1), 100).convert('I')).getpixel((0, 0)) == (100,) * 3
+    g8 = Image.fromarray(np.array([[255, 7, -5]], dtype=np.int32), 'I')
+    assert [to_rgb(g8).getpixel((x, 0))[0] for x in range(3)] == [255, 7, 0]
+    big = Image.fromarray(np.array([[1 << 20, 1 << 19]], dtype=np.int32), 'I')
+    assert [to_rgb(big).getpixel((x, 0))[0] for x in range(2)] == [255, 128]
+    dark16 = Image.fromarray(np.array([[257 * 7, 0]], dtype=np.uint16))  # declared 16-bit: stays dark
+    assert to_rgb(dark16).getpixel((0, 0)) == (7,) * 3
+
     cmyk = Image.new('CMYK', (2, 2), (0, 0, 0, 0))
     assert to_rgb(cmyk).getpixel((0, 0)) == (255, 255, 255)
     for mode in ('1', 'L', 'YCbCr', 'I;16B', 'F'):
@@ -192,6 +202,47 @@ def test_find_images(messy_folder):
         ('notes.txt', 'not an image file (extension)'),
         ('nope.png', 'no such file or directory'),
     ]
+
+
+def test_empty_image_is_an_error():
+    for size in ((0, 0), (5, 0), (0, 5)):
+        with pytest.raises(ImageReadError, match=rf'empty image \({size[0]}x{size[1]} pixels\)'):
+            to_rgb(Image.new('RGB', size))
+
+
+def test_find_images_follows_links(tmp_path):
+    src = tmp_path / 'src'
+    (src / 'real').mkdir(parents=True)
+    _src().save(src / 'real' / 'a.png')
+    outside = tmp_path / 'outside'
+    outside.mkdir()
+    _src().save(outside / 'b.png')
+    (src / 'linked').symlink_to(outside)  # a linked folder
+    (src / 'c.png').symlink_to(outside / 'b.png')  # a linked file
+    (src / 'broken.png').symlink_to(tmp_path / 'gone.png')
+    (src / 'real' / 'loop').symlink_to(src)  # a loop back to the top
+    (outside / 'again').symlink_to(src / 'real')  # a second way into a folder already searched
+    (tmp_path / 'dangling').symlink_to(tmp_path / 'nothing')
+    found, skipped = find_images([src, tmp_path / 'dangling'])
+    assert [n for n, _ in found] == ['c.png', 'linked/b.png', 'real/a.png']
+    assert sorted((Path(p).relative_to(tmp_path).as_posix(), r) for p, r in skipped) == [
+        ('dangling', 'broken symbolic link'),
+        ('src/broken.png', 'broken symbolic link'),
+        ('src/linked/again', f'link to a folder already searched ({os.path.realpath(src / "real")})'),
+        ('src/real/loop', f'link to a folder already searched ({os.path.realpath(src)})'),
+    ]
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason='root lists unreadable folders')
+def test_find_images_reports_unlistable_folder(tmp_path):
+    _src().save(tmp_path / 'a.png')
+    (tmp_path / 'locked').mkdir(mode=0o000)
+    try:
+        found, skipped = find_images([tmp_path])
+    finally:
+        (tmp_path / 'locked').chmod(0o755)
+    assert [n for n, _ in found] == ['a.png']
+    assert skipped == [(str(tmp_path / 'locked'), 'cannot list folder: Permission denied')]
 
 
 def test_parse_model_args():
@@ -300,6 +351,50 @@ def test_api_options(reader, images, fixtures):
     assert strhub.TextReader is TextReader
 
 
+def test_api_bad_pixels(reader, images):
+    good = reader.preprocess(images[0])
+    for bad in (float('nan'), float('inf')):
+        x = good.clone()
+        x[1, 2, 3] = bad
+        with pytest.raises(ImageReadError, match=r'^input 1: float tensor holds NaN or infinite values$'):
+            reader.read([good, x])
+    empty = {
+        'numpy': np.zeros((0, 8, 3), np.uint8),
+        'tensor': torch.zeros(3, 8, 0, dtype=torch.uint8),
+        'pil': Image.new('RGB', (0, 0)),
+    }
+    for kind, item in empty.items():
+        with pytest.raises(ImageReadError, match=r'^input 0: empty image \(\d+x\d+ pixels\)$'):
+            reader.read(item)
+    # read_batches (what tools/read.py uses) reports them with their index and reads the rest
+    results = [r for batch in reader.read_batches([x, images[0], empty['numpy']]) for r in batch]
+    assert [i for i, _ in results] == [0, 1, 2]
+    assert isinstance(results[0][1], ImageReadError) and isinstance(results[2][1], ImageReadError)
+    assert results[1][1] == reader.read(images[0])[0]
+
+
+def test_trust_is_passed_on(reader, read_tool, messy_folder, monkeypatch, capsys):
+    import strhub.models
+
+    calls = []
+
+    def load(path, trust=False, **overrides):
+        calls.append((path, trust, overrides))
+        return reader.system
+
+    monkeypatch.setattr(strhub.models, 'load_from_checkpoint', load)
+    TextReader(CKPT, trust=True, refine_iters=1)
+    TextReader(CKPT)
+    assert calls == [(CKPT, True, {'refine_iters': 1}), (CKPT, False, {})]
+    calls.clear()
+    monkeypatch.setattr(read_tool, 'load_model', load)
+    files = [str(messy_folder / 'rgba.png')]
+    assert read_tool.main([str(CKPT), *files, '--trust_checkpoint', '--device', 'cpu']) == 0
+    assert read_tool.main([str(CKPT), *files, '--device', 'cpu']) == 0
+    assert [trust for _, trust, _ in calls] == [True, False]
+    capsys.readouterr()
+
+
 # --- tools/read.py -------------------------------------------------------------------------------------------------
 
 
@@ -345,6 +440,25 @@ def test_cli_json_and_csv(messy_folder, reader, read_tool, capsys):
     assert [r['name'] for r in rows] == [str(f) for f in files]
     assert [r['text'] for r in rows] == [r.text for r in expected]
     assert [float(r['confidence']) for r in rows] == pytest.approx([r.confidence for r in expected], rel=1e-4)
+
+
+def test_cli_escapes_names(tmp_path, reader, read_tool, capsys):
+    names = ['a\nb.png', 'tab\there.png', 'back\\slash.png', 'plain é.png']
+    for n in names:
+        (tmp_path / n).write_bytes((FIXTURES / IMAGE_NAMES[0]).read_bytes())
+    (tmp_path / 'bad\r\nname.jpg').write_bytes(b'not an image')
+    assert read_tool.main([str(CKPT), str(tmp_path), '--device', 'cpu']) == 0
+    out, err = capsys.readouterr()
+    lines = out.splitlines()
+    assert [line.split(': ')[0] for line in lines] == [
+        'a\\nb.png',
+        'back\\\\slash.png',
+        'plain é.png',
+        'tab\\there.png',
+    ]  # one line per image, names escaped as Python literals
+    text = reader.read(tmp_path / names[0])[0].text  # the same picture in every file
+    assert all(line.endswith(')') and f': {text} (' in line for line in lines)
+    assert sum('bad\\r\\nname.jpg' in line for line in err.splitlines()) == 1
 
 
 def test_cli_nothing_readable(messy_folder, read_tool, capsys):

@@ -10,12 +10,20 @@ without a tab may use a single space instead: the path, then the label (the rest
 ignored. Images are stored as their original file bytes, after checking that Pillow can decode them; malformed
 lines, empty labels, missing files and undecodable images are skipped and reported by reason.
 
-Exit codes: 0 written, 1 nothing valid to write, 2 bad arguments (missing INPUT_DIR/GT_FILE, existing output).
+The LMDB is built in a temporary folder on the same file system (inside OUTPUT_DIR when it exists, else beside it)
+and moved into place only when at least one sample is valid; a failed or interrupted run leaves OUTPUT_DIR as it was
+(with ``--overwrite``, the old LMDB stays readable until the new one replaces it). Other files in OUTPUT_DIR are kept.
+
+Exit codes: 0 written, 1 nothing valid to write, 2 bad arguments or destination (missing INPUT_DIR/GT_FILE, existing
+output, a destination that cannot be written), 130 interrupted.
 """
 
 import argparse
 import io
+import os
+import shutil
 import sys
+import tempfile
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +38,7 @@ if (ROOT / 'strhub').is_dir():  # run from a checkout: use its code, installed o
 from strhub.data.lmdb_io import write_lmdb  # noqa: E402
 
 MALFORMED, EMPTY_LABEL, MISSING, INVALID = 'malformed line', 'empty label', 'missing image', 'invalid image'
+LMDB_FILES = ('data.mdb', 'lock.mdb')
 
 
 @dataclass
@@ -44,7 +53,8 @@ class Report:
     examples: List[Tuple[int, str, str]] = field(default_factory=list)
 
     def __str__(self) -> str:
-        out = [f'Wrote {self.written} samples to {self.output_dir} ({self.lines} non-blank lines in the GT file).']
+        done = f'Wrote {self.written} samples to' if self.written else 'No valid sample: nothing written,'
+        out = [f'{done} {self.output_dir} ({self.lines} non-blank lines in the GT file).']
         if self.skipped:
             reasons = ', '.join(f'{r}: {n}' for r, n in sorted(self.skipped.items()))
             out.append(f'Skipped {sum(self.skipped.values())} ({reasons}). First skipped lines:')
@@ -75,6 +85,32 @@ def _parse(line: str) -> Optional[Tuple[str, str]]:
     return parts[0], parts[1]
 
 
+def _make_build_root(output_dir: Path) -> Path:
+    """A new private folder to build in, on the file system of ``output_dir`` (so that moving the result in is a
+    rename): inside ``output_dir`` when it exists, else beside it (missing parent folders are created).
+
+    Raises:
+        OSError: that folder cannot be created or written (one-line message naming it).
+    """
+    base = output_dir if output_dir.is_dir() else output_dir.parent
+    try:
+        base.mkdir(parents=True, exist_ok=True)
+        return Path(tempfile.mkdtemp(prefix=f'.{output_dir.name}.tmp-', dir=base))
+    except OSError as e:
+        reason = 'not a folder' if isinstance(e, FileExistsError) else e.strerror
+        raise OSError(f'cannot write the LMDB in {base}: {reason}') from None
+
+
+def _install(build_dir: Path, output_dir: Path) -> None:
+    """Moves the LMDB built in ``build_dir`` to ``output_dir``. Into an existing folder, each file replaces the old
+    one in a single step (readers see the old data.mdb or the new one, never a mix) and other files are kept."""
+    if not output_dir.exists():
+        build_dir.rename(output_dir)
+        return
+    for name in LMDB_FILES:
+        os.replace(build_dir / name, output_dir / name)
+
+
 def create_lmdb_dataset(
     input_dir: Union[str, Path],
     gt_file: Union[str, Path],
@@ -88,29 +124,30 @@ def create_lmdb_dataset(
     Args:
         input_dir: the folder the image paths in ``gt_file`` are relative to.
         gt_file: ``path<TAB>label`` lines (or ``path label`` when a line has no tab).
-        output_dir: the LMDB folder (created).
+        output_dir: the LMDB folder (created). It is only written when at least one sample is valid; a failure or an
+            interruption (KeyboardInterrupt) leaves it as it was.
         overwrite: replace an existing LMDB at ``output_dir`` (otherwise that is an error).
         max_examples: how many skipped lines to keep in the report.
         progress: show a tqdm progress bar.
 
     Returns:
-        The report: lines read, samples written, skipped counts by reason and the first skipped lines.
+        The report: lines read, samples written (0: nothing was written), skipped counts by reason and the first
+        skipped lines.
 
     Raises:
         FileNotFoundError: ``input_dir`` or ``gt_file`` does not exist.
-        FileExistsError: ``output_dir`` already holds an LMDB and ``overwrite`` is False.
+        FileExistsError: ``output_dir`` already holds an LMDB and ``overwrite`` is False, or is not a folder.
+        OSError: the destination cannot be written (checked before any image is read).
     """
     input_dir, gt_file, output_dir = Path(input_dir), Path(gt_file), Path(output_dir)
     if not input_dir.is_dir():
         raise FileNotFoundError(f'input folder not found: {input_dir}')
     if not gt_file.is_file():
         raise FileNotFoundError(f'ground-truth file not found: {gt_file}')
-    lmdb_files = [output_dir / 'data.mdb', output_dir / 'lock.mdb']
-    if lmdb_files[0].exists():
-        if not overwrite:
-            raise FileExistsError(f'an LMDB already exists at {output_dir} (use --overwrite to replace it)')
-        for f in lmdb_files:
-            f.unlink(missing_ok=True)
+    if output_dir.exists() and not output_dir.is_dir():
+        raise FileExistsError(f'{output_dir} exists and is not a folder')
+    if (output_dir / LMDB_FILES[0]).exists() and not overwrite:
+        raise FileExistsError(f'an LMDB already exists at {output_dir} (use --overwrite to replace it)')
 
     report = Report(output_dir=str(output_dir))
     raw_lines = gt_file.read_bytes().splitlines()  # bytes: splits on \n, \r\n, \r only (labels may hold others)
@@ -153,7 +190,14 @@ def create_lmdb_dataset(
             report.written += 1
             yield data, label
 
-    write_lmdb(output_dir, samples())
+    build_root = _make_build_root(output_dir)  # before any image is read: an unwritable destination fails at once
+    try:
+        build_dir = build_root / 'lmdb'  # created by write_lmdb with the usual permissions (mkdtemp's are private)
+        write_lmdb(build_dir, samples())
+        if report.written:
+            _install(build_dir, output_dir)
+    finally:
+        shutil.rmtree(build_root, ignore_errors=True)
     return report
 
 
@@ -169,9 +213,12 @@ def main(argv=None) -> int:
         report = create_lmdb_dataset(
             args.input_dir, args.gt_file, args.output_dir, args.overwrite, args.max_examples, progress=True
         )
-    except (FileNotFoundError, FileExistsError) as e:
+    except OSError as e:  # missing inputs, existing or unwritable output (one-line messages)
         print(f'error: {e}', file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f'interrupted: {args.output_dir} left as it was', file=sys.stderr)
+        return 130
     print(report)
     if not report.written:
         print('error: no valid sample was found', file=sys.stderr)

@@ -2,12 +2,15 @@
 """Read the text in images with a CLIP4STR checkpoint (the original's ``read.py``, spec §8.3).
 
     python tools/read.py CKPT PATHS... [--format text|json|csv] [--batch_size 32] [--device auto|cpu|cuda]
-                         [--refine_iters N] [--decode ar|nar] [--adapt] [name:type=value ...]
+                         [--refine_iters N] [--decode ar|nar] [--adapt] [--trust_checkpoint] [name:type=value ...]
 
 PATHS are image files and folders (searched recursively). The default output is one line per image,
 ``name: text (confidence)``; ``--format json`` prints one JSON object ``{"results": [...], "errors": [...]}`` and
-``--format csv`` a ``name,text,confidence,path`` table. Unreadable files are reported on stderr and skipped; the exit
-code is 0 when at least one image was read, 1 when none could be, 2 for usage and checkpoint errors.
+``--format csv`` a ``name,text,confidence,path`` table. In the text output and the messages on stderr, backslashes
+and control characters (newline, tab, ...) in file names are written as Python escapes (``\\\\``, ``\\n``, ``\\t``,
+``\\x1b``), so that each line is one image; JSON and CSV hold the names unchanged. Unreadable files, broken links and
+folders reached a second time through links are reported on stderr and skipped; the exit code is 0 when at least one
+image was read, 1 when none could be, 2 for usage and checkpoint errors.
 
 Deliberate differences from the original: several paths, recursive folders, more image extensions (any case),
 batched inference (``--batch_size 1`` for the original's one-image forwards, see its help), the confidence in the
@@ -63,11 +66,22 @@ def build_parser() -> argparse.ArgumentParser:
         '--adapt', action='store_true', help="map predictions onto the model's test charset (as evaluation does)"
     )
     parser.add_argument('--no_exif', action='store_true', help='ignore EXIF orientation tags')
+    parser.add_argument(
+        '--trust_checkpoint',
+        action='store_true',
+        help='load a checkpoint that pickles objects other than tensors and plain data, which can run code; only for '
+        'files you trust',
+    )
     return parser
 
 
+def _escape(name: str) -> str:
+    """``name`` on one line: backslash and control characters as Python-style escapes (reversible)."""
+    return ''.join('\\\\' if c == '\\' else c if c.isprintable() or c == ' ' else repr(c)[1:-1] for c in name)
+
+
 def _text_line(name: str, text: str, confidence: float) -> str:
-    return f'{name}: {text} ({confidence:.4f})'
+    return f'{_escape(name)}: {text} ({confidence:.4f})'
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -90,11 +104,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     images, skipped = find_images(paths)
     if not images:
         for path, reason in skipped:
-            print(f'skipped {path}: {reason}', file=sys.stderr)
+            print(f'skipped {_escape(path)}: {reason}', file=sys.stderr)
         raise CLIError('no image files found', exit_code=1)
     try:
         reader = TextReader(
-            load_model(checkpoint, **kwargs),
+            load_model(checkpoint, trust=args.trust_checkpoint, **kwargs),
             device=args.device,
             batch_size=args.batch_size,
             adapt_charset=args.adapt,
@@ -106,7 +120,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     from tqdm import tqdm
 
     for path, reason in skipped:
-        print(f'skipped {path}: {reason}', file=sys.stderr)
+        print(f'skipped {_escape(path)}: {reason}', file=sys.stderr)
 
     # Shown on stderr for inputs larger than one batch (tqdm hides it when stderr is not a terminal).
     progress = tqdm(
@@ -121,7 +135,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             name, path = images[i]
             if isinstance(r, Exception):
                 errors.append({'name': name, 'path': str(path), 'error': str(r)})
-                progress.write(f'skipped {r}', file=sys.stderr)
+                progress.write(f'skipped {_escape(str(r))}', file=sys.stderr)
                 continue
             results.append({'name': name, 'path': str(path), 'text': r.text, 'confidence': r.confidence})
             if args.format == 'text':
