@@ -17,7 +17,7 @@ from torch import Tensor
 from strhub.data.utils import CHARSETS
 from strhub.models.clip import arch_from_state_dict, load_state_dict_strict
 from strhub.models.clip4str.system import CLIP4STRSystem
-from strhub.models.serialization import UnsafeFileError, atomic_save, load_weights_only
+from strhub.models.serialization import UnsafeFileError, atomic_save, error_summary, load_weights_only
 from strhub.pretrained import not_found_message, pretrained_path
 
 log = logging.getLogger(__name__)
@@ -83,7 +83,7 @@ def read_checkpoint(path: Union[str, Path], trust: bool = False) -> Dict[str, An
         raise CheckpointError(str(e)) from None
     except Exception as e:  # noqa: BLE001 - any reader failure is reported with the file name
         hint = ' (truncated or not a checkpoint?)' if 'zip archive' in str(e) or isinstance(e, EOFError) else ''
-        raise CheckpointError(f'cannot read checkpoint {path}: {type(e).__name__}: {e}{hint}') from None
+        raise CheckpointError(f'cannot read checkpoint {path}: {error_summary(e)}{hint}') from None
     if not isinstance(ckpt, dict):
         raise CheckpointError(f'{path} is not a checkpoint: it holds a {type(ckpt).__name__}, not a dict')
     return ckpt

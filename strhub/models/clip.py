@@ -16,7 +16,13 @@ from open_clip.model import CLIP, CLIPTextCfg, CLIPVisionCfg
 from open_clip.tokenizer import SimpleTokenizer
 from torch import Tensor
 
-from strhub.models.serialization import UnsafeFileError, is_torchscript, load_weights_only, torchscript_state_dict
+from strhub.models.serialization import (
+    UnsafeFileError,
+    error_summary,
+    is_torchscript,
+    load_weights_only,
+    torchscript_state_dict,
+)
 
 # Entries of CLIP files that are not parameters (OpenAI's metadata; a causal mask some exports store).
 _NON_PARAM_KEYS = ('input_resolution', 'context_length', 'vocab_size', 'attn_mask')
@@ -176,7 +182,7 @@ def read_clip_state_dict(path: Union[str, Path], trust: bool = False) -> Dict[st
         raise CLIPWeightsError(str(e)) from None
     except Exception as e:  # noqa: BLE001 - any reader failure is reported with the file name
         hint = f' (a TorchScript archive: if you trust it, load it with {_TRUST_HINT})' if is_torchscript(path) else ''
-        raise CLIPWeightsError(f'cannot read CLIP weights from {path}: {type(e).__name__}: {e}{hint}') from None
+        raise CLIPWeightsError(f'cannot read CLIP weights from {path}: {error_summary(e)}{hint}') from None
     for wrapper in ('model', 'state_dict'):
         if isinstance(sd, dict) and isinstance(sd.get(wrapper), dict):
             sd = sd[wrapper]

@@ -113,6 +113,14 @@ def load_weights_only(path: Union[str, Path], opt_in: str) -> Any:
             ) from e
 
 
+def error_summary(e: BaseException) -> str:
+    """An exception of ``torch.load`` on one line. Weights-only refusals span paragraphs, and their advice (load
+    with ``weights_only=False``) is what :class:`UnsafeFileError` words for the user; only the cause is kept."""
+    text = str(e)
+    cause = re.search(r'WeightsUnpickler error:\s*(.*?)\s*(?:Check the documentation|$)', text, re.DOTALL)
+    return f'{type(e).__name__}: {" ".join((cause.group(1) if cause else text).split())}'
+
+
 def _unsafe_globals(path: Union[str, Path]) -> List[str]:
     """The names in a checkpoint's pickle that a weights-only load refuses (empty if none, or not a zip file)."""
     try:
