@@ -23,7 +23,7 @@ from strhub.cli_utils import CLIError, resolve_checkpoint
 from strhub.data.lmdb_io import write_lmdb
 
 REPO = Path(__file__).parents[1]
-FIXTURES = Path(__file__).parents[1].parent / 'shared' / 'fixtures' / 'clip4str_tiny'
+FIXTURES = Path(__file__).resolve().parent / 'fixtures' / 'original_tiny'  # written by the original code
 CKPT = FIXTURES / 'clip4str_tiny.ckpt'
 IMAGE_NAMES = ['img0_hello.png', 'img1_clip4str.png', 'img2_Text.png', 'img3_2024ab.png']
 ENV = {**os.environ, 'OMP_NUM_THREADS': '1'}  # see test_read.one_thread
@@ -60,7 +60,7 @@ def one_thread():
 def fixture_images() -> list:
     missing = [p for p in [CKPT] + [FIXTURES / n for n in IMAGE_NAMES] if not p.is_file()]
     if missing:
-        pytest.fail(f'fixture files missing (shared/ must sit beside the repository): {missing}')
+        pytest.fail(f'fixture files missing from tests/fixtures/original_tiny: {missing}')
     return [(FIXTURES / n).read_bytes() for n in IMAGE_NAMES]
 
 
@@ -481,6 +481,7 @@ def test_tool_one_failed_out_keeps_the_others(tmp_path, corrupt_data, monkeypatc
 
     monkeypatch.setattr(tool, 'write_csv', disk_full)
     out_csv, out_json = tmp_path / 'r.csv', tmp_path / 'new' / 'dir' / 'r.json'
+    ckpt = _link(CKPT, tmp_path / 'clip4str_tiny.ckpt')  # the log is written next to the checkpoint
     with pytest.raises(CLIError, match=re.escape(f'cannot write {out_csv} (No space left on device)')):
-        tool.main(_argv(CKPT, root) + ['--std', '--out', str(out_csv), '--out', str(out_json)])
+        tool.main(_argv(ckpt, root) + ['--std', '--out', str(out_csv), '--out', str(out_json)])
     assert json.loads(out_json.read_text())['sets']['IIIT5k']['num_samples'] == 2

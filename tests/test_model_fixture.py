@@ -1,4 +1,4 @@
-"""Equivalence with the original implementation on the checkpoint it wrote (../shared/fixtures)."""
+"""Equivalence with the original implementation on the checkpoint it wrote (tests/fixtures/original_tiny)."""
 
 from pathlib import Path
 
@@ -9,7 +9,7 @@ import torch
 from strhub.models import load_from_checkpoint
 from strhub.models.clip4str.perm import gen_tgt_perms, generate_attn_masks
 
-FIXTURES = Path(__file__).resolve().parents[1].parent / 'shared' / 'fixtures' / 'clip4str_tiny'
+FIXTURES = Path(__file__).resolve().parent / 'fixtures' / 'original_tiny'  # written by the original code
 MODES = {
     'ar_r1': dict(decode_ar=True, refine_iters=1),
     'ar_r0': dict(decode_ar=True, refine_iters=0),

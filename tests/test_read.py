@@ -19,7 +19,7 @@ from strhub.cli_utils import CLIError, parse_model_args, select_device
 from strhub.read import ImageReadError, Reading, TextReader, find_images, load_image, to_rgb
 
 REPO = Path(__file__).parents[1]
-FIXTURES = Path(__file__).parents[1].parent / 'shared' / 'fixtures' / 'clip4str_tiny'
+FIXTURES = Path(__file__).resolve().parent / 'fixtures' / 'original_tiny'  # written by the original code
 CKPT = FIXTURES / 'clip4str_tiny.ckpt'
 IMAGE_NAMES = ['img0_hello.png', 'img1_clip4str.png', 'img2_Text.png', 'img3_2024ab.png']
 BACKGROUND = (235, 230, 220)  # background colour of the fixture renders
@@ -43,7 +43,7 @@ def one_thread():
 def fixtures() -> Path:
     missing = [p for p in [CKPT] + [FIXTURES / n for n in IMAGE_NAMES] if not p.is_file()]
     if missing:
-        pytest.fail(f'fixture files missing (shared/ must sit beside the repository): {missing}')
+        pytest.fail(f'fixture files missing from tests/fixtures/original_tiny: {missing}')
     return FIXTURES
 
 
