@@ -10,6 +10,8 @@ from strhub.models import load_from_checkpoint
 from strhub.models.clip4str.perm import gen_tgt_perms, generate_attn_masks
 
 FIXTURES = Path(__file__).resolve().parent / 'fixtures' / 'original_tiny'  # written by the original code
+# The README's claim: logits within 1e-5 of the original's (1.9e-6 measured on an AVX2 AMD EPYC).
+LOGIT_ATOL = 1e-5
 MODES = {
     'ar_r1': dict(decode_ar=True, refine_iters=1),
     'ar_r0': dict(decode_ar=True, refine_iters=0),
@@ -52,8 +54,8 @@ def test_logits_strings_confidences(model, images, expected, mode):
         visual, logits = model.model.forward_branches(images, max_length)
     model.model.decode_ar, model.model.refine_iters = True, 1
     assert logits.shape == exp['logits'].shape
-    assert (logits - exp['logits']).abs().max() < 1e-4
-    assert (visual - exp['visual_logits_final']).abs().max() < 1e-4
+    assert (logits - exp['logits']).abs().max() < LOGIT_ATOL
+    assert (visual - exp['visual_logits_final']).abs().max() < LOGIT_ATOL
     raw, probs = model.tokenizer.decode(logits.softmax(-1))
     assert raw == exp['raw_preds']
     assert [model.charset_adapter(p) for p in raw] == exp['preds']
@@ -68,16 +70,16 @@ def test_cross_memory_and_captions(model, images, expected):
     with torch.no_grad():
         memory = model.model.encode(images)
         visual = model.model._ar_decode(model.model.visual_decoder, memory, 26, stop_early=True)
-        assert (visual - exp['visual_logits_initial']).abs().max() < 1e-4
+        assert (visual - exp['visual_logits_initial']).abs().max() < LOGIT_ATOL
         assert model.model.captions(visual) == exp['captions']
         assert torch.equal(model.model.bpe(exp['captions']).long(), exp['caption_tokens'].long())
-        assert (model.model.cross_memory(visual, memory) - exp['cross_memory']).abs().max() < 1e-4
+        assert (model.model.cross_memory(visual, memory) - exp['cross_memory']).abs().max() < LOGIT_ATOL
 
 
 def test_default_mode_is_the_checkpoint_hparams(model, images, expected):
     assert (model.hparams.decode_ar, model.hparams.refine_iters) == (True, 1)
     with torch.no_grad():
-        assert (model(images) - expected['modes']['ar_r1']['logits']).abs().max() < 1e-4
+        assert (model(images) - expected['modes']['ar_r1']['logits']).abs().max() < LOGIT_ATOL
 
 
 def test_nar_with_cross_branch_runs(images):
@@ -98,13 +100,13 @@ def test_loads_without_clip_file_and_with_it(tmp_path, images, expected):
     torch.save(ckpt, renamed)
     m = load_from_checkpoint(renamed)
     with torch.no_grad():
-        assert (m(images) - expected['modes']['ar_r1']['logits']).abs().max() < 1e-4
+        assert (m(images) - expected['modes']['ar_r1']['logits']).abs().max() < LOGIT_ATOL
     # A plain state dict (the 2024 .pt releases): everything inferred from the weights.
     plain = tmp_path / 'plain.pt'
     torch.save(ckpt['state_dict'], plain)
     m = load_from_checkpoint(plain)
     with torch.no_grad():
-        assert (m(images) - expected['modes']['ar_r1']['logits']).abs().max() < 1e-4
+        assert (m(images) - expected['modes']['ar_r1']['logits']).abs().max() < LOGIT_ATOL
 
 
 def test_train_step_loss_and_gradients(images):
