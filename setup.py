@@ -16,10 +16,13 @@ setup(
     long_description=(here / 'README.md').read_text(encoding='utf-8'),
     long_description_content_type='text/markdown',
     license='Apache-2.0',
-    python_requires='>=3.9',
+    python_requires='>=3.10',  # glob(root_dir=)
     packages=find_packages(include=['strhub', 'strhub.*']),
     include_package_data=True,
-    package_data={'strhub': ['**/*.txt', '**/*.gz', '**/*.ckpt', '**/*.yaml']},
+    package_data={'strhub': ['data/wordlist.txt', 'pretrained/*.ckpt', 'pretrained/README.md']},
     install_requires=requirements,
-    extras_require={'test': ['pytest>=7'], 'bench': ['matplotlib>=3.5']},
+    extras_require={
+        'test': ['pytest>=7', 'ruff==0.17.6'],  # ruff pinned as in .pre-commit-config.yaml
+        'bench': ['matplotlib>=3.5'],
+    },
 )

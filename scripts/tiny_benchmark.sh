@@ -10,6 +10,7 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 source scripts/cpu_malloc.sh
+python3 -m pip install -q -e '.[bench]'  # matplotlib for learning_curve.py's plot
 data="${BENCH_DATA:-data/synthetic1m}"
 run="${BENCH_RUN:-runs/tiny}"
 steps="${BENCH_STEPS:-32000}"

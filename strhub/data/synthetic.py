@@ -32,7 +32,6 @@ import time
 import zlib
 from dataclasses import dataclass
 from functools import lru_cache
-from importlib.util import find_spec
 from pathlib import Path
 from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
 
@@ -63,7 +62,7 @@ WORDLIST = Path(__file__).with_name('wordlist.txt')
 FONT_SUFFIXES = ('.ttf', '.otf', '.ttc')
 # Fonts that pass the glyph checks but draw the wrong thing (matched on file stem and family name): symbol and
 # dingbat fonts put other shapes at ASCII code points, LastResort draws one box per Unicode block, and the BaKoMa
-# TeX fonts (matplotlib's cm*10) put TeX-encoded glyphs at ASCII punctuation code points.
+# TeX fonts (cm*10, as in TeX and matplotlib distributions) put TeX-encoded glyphs at ASCII punctuation code points.
 EXCLUDED_FONTS = re.compile(r'symbol|dingbat|wingding|webding|emoji|d050000l|lastresort|^cm[a-z]{1,4}10$', re.I)
 RENDER_SIZES = (24, 28, 32, 36, 40, 48)  # font px before the final resize; a few sizes keep the font cache small
 # How each split draws its labels ('train' words or held-out 'test' words) and its fonts ('train' or 'heldout').
@@ -102,15 +101,13 @@ def _font_search_dirs(fonts_dir: Union[str, Path, None] = None, system: bool = T
         dirs += [Path('/Library/Fonts'), Path('/System/Library/Fonts'), home / 'Library/Fonts']
         if os.environ.get('WINDIR'):
             dirs.append(Path(os.environ['WINDIR']) / 'Fonts')
-        spec = find_spec('matplotlib')  # its bundled fonts, without importing it (slow)
-        if spec and spec.origin:
-            dirs.append(Path(spec.origin).parent / 'mpl-data' / 'fonts' / 'ttf')
     return dirs
 
 
 def find_font_files(fonts_dir: Union[str, Path, None] = None, system: bool = True) -> List[Path]:
     """Font files in ``fonts_dir`` (``os.pathsep``-separated), ``$STRHUB_FONTS_DIR`` and, if ``system``, the usual
-    system/user font folders and matplotlib's bundled fonts; in search order, without duplicates."""
+    system/user font folders; in search order, without duplicates. Fonts bundled with Python packages (matplotlib's)
+    are not searched, so that the dataset does not change with what happens to be installed."""
     seen, files = set(), []
     for d in _font_search_dirs(fonts_dir, system):
         if not d.is_dir():
@@ -143,15 +140,12 @@ def _glyph(font: ImageFont.FreeTypeFont, char: str) -> Optional[Tuple[Tuple[int,
 
 
 def _wrong_glyph_names(path: str) -> bool:
-    """True if the font names the glyphs of the ASCII letters, but mostly not after those letters (a symbol font).
+    """True if the font names the glyphs of the ASCII letters, but mostly not after those letters (a symbol font)."""
+    from fontTools.ttLib import TTFont
 
-    Uses fontTools when it is installed (it comes with matplotlib); without it this check is skipped.
-    """
     try:
-        from fontTools.ttLib import TTFont
-
         cmap = TTFont(path, lazy=True, fontNumber=0).getBestCmap() or {}
-    except Exception:  # fontTools missing, or a file it cannot parse: rely on the other checks
+    except Exception:  # a file fontTools cannot parse: rely on the other checks
         return False
     names = [(c, cmap.get(ord(c), '')) for c in string.ascii_letters]
     named = [(c, n) for c, n in names if n and not re.fullmatch(r'glyph\d+|uni[0-9A-F]{4}|cid\d+', n)]
@@ -201,7 +195,7 @@ def _list_fonts(charset: str, fonts_dir: Optional[str], system: bool, builtin: b
         spec, why = check_font(path, charset)
         if spec is None:
             rejected.append((path or 'Pillow built-in', why))
-        elif spec.name not in fonts:  # the same font in several folders (e.g. DejaVu, system and matplotlib)
+        elif spec.name not in fonts:  # the same font in several folders (e.g. in a system and a user folder)
             fonts[spec.name] = spec
     return tuple(sorted(fonts.values(), key=lambda f: (f.family, f.name))), tuple(rejected)
 
@@ -218,7 +212,7 @@ def list_fonts(
     Args:
         charset: characters every font must render (a key of ``CHARSETS`` also works).
         fonts_dir: extra font folder(s), ``os.pathsep``-separated; ``$STRHUB_FONTS_DIR`` is always searched too.
-        system: also search the system/user font folders and matplotlib's fonts.
+        system: also search the system/user font folders.
         builtin: include Pillow's built-in scalable font (Pillow >= 10.1), so the list is never empty.
         with_rejected: also return ``[(path, reason)]`` of the font files that were rejected.
 
