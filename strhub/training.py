@@ -1,19 +1,27 @@
 """What ``tools/train.py`` runs: checks, trainer set-up from the Hydra config, fit."""
 
 import math
+import os
+import signal
+import threading
 import warnings
+import zipfile
 from pathlib import Path
+from typing import Any, Optional, Tuple
 
 import pytorch_lightning as pl
 import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
-from pytorch_lightning.callbacks import Callback, LearningRateMonitor, ModelCheckpoint
+from pytorch_lightning.callbacks import Callback, Checkpoint, LearningRateMonitor, ModelCheckpoint
 from pytorch_lightning.loggers import TensorBoardLogger
+from pytorch_lightning.plugins.io import TorchCheckpointIO
 from pytorch_lightning.strategies import DDPStrategy
+from pytorch_lightning.utilities import rank_zero_only
 
 from strhub.models.checkpoint import model_state_dict, read_checkpoint
 from strhub.models.clip import load_state_dict_strict
+from strhub.models.serialization import atomic_save
 from strhub.pretrained import pretrained_path
 
 
@@ -21,11 +29,136 @@ class TrainingSetupError(ValueError):
     """A configuration problem found before any heavy work."""
 
 
-def check_paths(config: DictConfig) -> None:
-    """Fails fast, naming the config key, on every missing input path."""
+# The numbers and switches users set on the command line, checked before any heavy work (Hydra reads `abc` as a
+# string, `1e3` as a float): key -> (smallest value, largest value, what it must be). Integer keys take integral
+# floats (1e3), as integers.
+_INTEGERS = {
+    'seed': (0, 2**32 - 1, 'an integer from 0 to 4294967295'),  # Lightning would draw a random seed instead
+    'model.batch_size': (1, None, 'a positive integer'),
+    'model.max_label_length': (1, None, 'a positive integer'),
+    'model.perm_num': (1, None, 'a positive integer'),
+    'model.refine_iters': (0, None, 'an integer >= 0'),
+    'data.num_workers': (0, None, 'an integer >= 0'),
+    'data.curriculum_samples': (0, None, 'an integer >= 0'),
+    'data.bucket_batches': (0, None, 'an integer >= 0'),
+    'trainer.gpus': (0, None, 'an integer >= 0 (0: CPU)'),
+    'trainer.devices': (1, None, 'a positive integer'),
+    'trainer.num_nodes': (1, None, 'a positive integer'),
+    'trainer.max_steps': (-1, None, 'a positive integer or -1 (no limit)'),
+    'trainer.max_epochs': (-1, None, 'a positive integer or -1 (no limit)'),
+    'trainer.accumulate_grad_batches': (1, None, 'a positive integer'),
+    'trainer.log_every_n_steps': (1, None, 'a positive integer'),
+    'trainer.num_sanity_val_steps': (-1, None, 'an integer >= -1 (-1: all)'),
+    'save_top_k': (-1, None, 'an integer >= -1 (-1: all)'),
+    'checkpoint_every_n_steps': (1, None, 'a positive integer or null'),
+}
+_NUMBERS = {  # (lower bound, whether the bound itself is allowed, upper bound, what it must be)
+    'model.lr': (0, False, None, 'a positive number'),
+    'model.coef_lr': (0, False, None, 'a positive number'),
+    'model.weight_decay': (0, True, None, 'a number >= 0'),
+    'model.coef_wd': (0, True, None, 'a number >= 0'),
+    'model.warmup_pct': (0, True, 1, 'a number from 0 to 1'),
+    'model.dropout': (0, True, 1, 'a number from 0 to 1'),
+    'trainer.gradient_clip_val': (0, True, None, 'a number >= 0 or null'),
+}
+_FRACTION_OR_COUNT = {  # a fraction of an epoch, or a number of batches
+    'trainer.val_check_interval': (1, 'a positive integer (batches) or a number in (0, 1] (a fraction of an epoch)'),
+    'trainer.limit_val_batches': (0, 'an integer >= 0 (batches) or a number from 0 to 1 (a fraction)'),
+}
+_SWITCHES = (
+    'trust_checkpoint',
+    'find_unused_parameters',
+    'data.augment',
+    'data.remove_whitespace',
+    'data.normalize_unicode',
+    'data.openai_meanstd',
+    'model.decode_ar',
+    'model.use_language_model',
+)
+_NULLABLE = {'checkpoint_every_n_steps', 'trainer.gradient_clip_val', 'trainer.max_epochs'}
+_ABSENT = object()
+
+
+def _integer(value: Any) -> Optional[int]:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    return int(value) if isinstance(value, float) and value.is_integer() else None
+
+
+def _bad_value(key: str, value: Any, what: str) -> TrainingSetupError:
+    return TrainingSetupError(f'{key}={value!r} must be {what}')
+
+
+def check_values(config: DictConfig) -> None:
+    """Fails fast, naming key and value, on an unset key or a value of the wrong type or range; integral floats
+    given for integer keys (``trainer.max_steps=1e5``) are stored as integers."""
     missing = OmegaConf.missing_keys(config)
     if missing:
         raise TrainingSetupError(f'set these config keys: {", ".join(sorted(missing))}')
+
+    def values(keys):
+        for key in keys:
+            value = OmegaConf.select(config, key, default=_ABSENT)
+            if value is not _ABSENT and not (value is None and key in _NULLABLE):
+                yield key, value
+
+    for key, (low, high, what) in _INTEGERS.items():
+        for key, value in values([key]):
+            number = _integer(value)
+            if number is None or number < low or (high is not None and number > high):
+                raise _bad_value(key, value, what)
+            if key in ('trainer.max_steps', 'trainer.max_epochs') and number == 0:
+                raise _bad_value(key, value, what)
+            OmegaConf.update(config, key, number)
+    for key, (low, inclusive, high, what) in _NUMBERS.items():
+        for key, value in values([key]):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise _bad_value(key, value, what)
+            if value < low or (value == low and not inclusive) or (high is not None and value > high):
+                raise _bad_value(key, value, what)
+    for key, (low, what) in _FRACTION_OR_COUNT.items():
+        for key, value in values([key]):
+            number = _integer(value)
+            if isinstance(value, float) and 0 <= value <= 1:  # a fraction (1.0: once per epoch)
+                number = None
+                if value == 0 and low > 0:
+                    raise _bad_value(key, value, what)
+            elif number is None or number < low:
+                raise _bad_value(key, value, what)
+            if number is not None:
+                OmegaConf.update(config, key, number)
+    for key, value in values(_SWITCHES):
+        if not isinstance(value, bool):
+            raise _bad_value(key, value, 'true or false')
+
+
+def check_checkpoint_file(key: str, path: Path, trust: bool) -> None:
+    """A cheap look at a checkpoint before any heavy work. ``torch.save`` writes a zip archive whose index sits at
+    the end, so an empty or truncated file (a save killed half-way) fails here, with the file named, instead of
+    with a bare EOFError after the dataset is indexed."""
+    with path.open('rb') as f:
+        if f.read(2) == b'\x80\x02':  # torch's format before 1.6, not a zip archive: read as it is
+            return
+    try:
+        with zipfile.ZipFile(path):
+            pass
+    except (zipfile.BadZipFile, OSError) as e:
+        reason = 'empty file' if path.stat().st_size == 0 else str(e)
+        raise TrainingSetupError(f'{key} {path} is truncated or not a checkpoint ({reason})') from None
+    if key == 'ckpt_path' and not trust:  # Lightning resumes with a weights-only load (AtomicCheckpointIO)
+        unsafe = sorted(torch.serialization.get_unsafe_globals_in_checkpoint(str(path)))
+        if unsafe:
+            raise TrainingSetupError(
+                f'ckpt_path {path} pickles {", ".join(unsafe)}, which is not a tensor or plain data: loading it in '
+                'full can run code. Only if you trust the file, resume with trust_checkpoint=true (or start from its '
+                'weights with pretrained=CHECKPOINT)'
+            )
+
+
+def check_paths(config: DictConfig) -> None:
+    """Fails fast, naming the config key, on every missing input path or unreadable checkpoint."""
     root = Path(config.data.root_dir)
     if not root.is_dir():
         raise TrainingSetupError(f'data.root_dir does not exist: {root} (set data.root_dir=... or STR_DATA_ROOT)')
@@ -39,9 +172,125 @@ def check_paths(config: DictConfig) -> None:
         value = OmegaConf.select(config, key)
         if not value:
             continue
-        shipped = pretrained_path(value) if key == 'pretrained' else None  # pretrained=clip4str-tiny
-        if not (shipped or Path(value)).is_file():
+        path = (pretrained_path(value) if key == 'pretrained' else None) or Path(value)  # pretrained=clip4str-tiny
+        if not path.is_file():
             raise TrainingSetupError(f'{key} file not found: {value}')
+        if key != 'model.clip_pretrained':
+            check_checkpoint_file(key, path, config.trust_checkpoint)
+
+
+def choose_run_dir(ckpt_path: Optional[str], new_dir: Path, given: bool) -> Tuple[Path, str]:
+    """Where a run writes, and why (printed before training starts).
+
+    ``hydra.run.dir`` when the command line sets it; when resuming from a checkpoint in a run's ``checkpoints/``
+    (or ``checkpoints/steps/``) folder, that run's folder, as the original; else Hydra's new run folder.
+    """
+    if given:
+        return new_dir, 'hydra.run.dir'
+    if ckpt_path:
+        ckpt = Path(ckpt_path).resolve()
+        if ckpt.parent.name == 'checkpoints':
+            return ckpt.parents[1], 'the run ckpt_path belongs to; hydra.run.dir=... writes elsewhere'
+        if ckpt.parent.name == 'steps' and ckpt.parents[1].name == 'checkpoints':
+            return ckpt.parents[2], 'the run ckpt_path belongs to; hydra.run.dir=... writes elsewhere'
+        return new_dir, "a new run: ckpt_path is not in a run's checkpoints/ folder"
+    return new_dir, 'a new run'
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Lightning's checkpoint reader and writer, with each file written beside its destination and renamed over it
+    (:func:`~strhub.models.serialization.atomic_save`): a kill at any moment leaves the previous checkpoint intact.
+    Lightning's own writer moves a file from the temporary folder, a copy when that is on another filesystem (usual
+    on clusters), which a kill leaves truncated.
+
+    Resuming (``ckpt_path=``) reads tensors and plain data only, unless ``trust`` (``trust_checkpoint=true``).
+    """
+
+    def __init__(self, trust: bool = False) -> None:
+        self.trust = trust
+
+    def save_checkpoint(self, checkpoint: dict, path, storage_options: Optional[Any] = None) -> None:
+        if storage_options is not None:
+            raise TypeError(f'{type(self).__name__} takes no storage_options')
+        atomic_save(checkpoint, path)
+
+    def load_checkpoint(self, path, map_location=lambda storage, loc: storage, weights_only: Optional[bool] = None):
+        weights_only = not self.trust if weights_only is None else weights_only
+        return super().load_checkpoint(path, map_location=map_location, weights_only=weights_only)
+
+
+@rank_zero_only
+def remove_partial_checkpoints(ckpt_dir: Path) -> None:
+    """Deletes the partial files of saves that were killed (``.NAME.tmp-PID``, see ``atomic_save``): the
+    checkpoints beside them are complete."""
+    for path in sorted(ckpt_dir.glob('**/.*.tmp-*')):
+        if path.is_file() and path.name.rsplit('-', 1)[1].isdigit():
+            path.unlink()
+            print(f'removed the partial file of a killed save: {path}')
+
+
+class StopOnInterrupt(Checkpoint):
+    """Ctrl-C during training: stops at the end of the current optimizer step, after writing ``last.ckpt`` there
+    (exactly resumable, like the validation-time one), so the steps since the last validation are kept.
+
+    Lightning's own handling stops wherever the KeyboardInterrupt lands, mid-step, where weights, loop counters and
+    data position can disagree, and saves nothing. A second Ctrl-C stops at once, without saving; an interrupted
+    save leaves the previous file (atomic writes). A ``Checkpoint``, so that Lightning runs it after the
+    ModelCheckpoints (a snapshot due at the same step is written first).
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._pid = os.getpid()
+        self._previous = None
+        self._training = self._requested = False
+        self._step = 0
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        # Before any DataLoader worker starts: forked workers inherit the handler and leave Ctrl-C to this process.
+        # Not where Ctrl-C is ignored (a job started in the background) or not Python's (an embedding application).
+        if stage == 'fit' and threading.current_thread() is threading.main_thread():
+            if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+                self._previous = signal.signal(signal.SIGINT, self._on_sigint)
+
+    def _on_sigint(self, signum: int, frame: Any) -> None:
+        if os.getpid() != self._pid:  # a DataLoader worker
+            return
+        signal.signal(signal.SIGINT, self._previous)  # a second Ctrl-C stops at once
+        if not self._training:  # the sanity check, or set-up: nothing to save yet
+            raise KeyboardInterrupt
+        self._requested = True
+        print('\nCtrl-C: stopping after this step, to save last.ckpt (Ctrl-C again: stop at once, unsaved)', flush=True)
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._training = True
+
+    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, idx: int) -> None:
+        self._step = trainer.global_step
+
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, idx: int
+    ) -> None:
+        if trainer.global_step == self._step:  # inside a gradient accumulation: no step to resume from
+            return
+        stop = self._requested
+        if trainer.world_size > 1:  # every rank stops at the same step (the save is collective)
+            stop = trainer.strategy.reduce_boolean_decision(stop, all=False)
+        if stop:
+            trainer.save_checkpoint(self.path)  # only global rank 0 writes
+            if trainer.is_global_zero:
+                print(f'interrupted at step {trainer.global_step}: saved {self.path} (resume with ckpt_path=...)')
+            raise KeyboardInterrupt
+
+    def _restore(self) -> None:
+        if signal.getsignal(signal.SIGINT) == self._on_sigint:  # not Lightning's SIG_IGN while it shuts down
+            signal.signal(signal.SIGINT, self._previous)
+
+    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
+        self._restore()
+
+    def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        self._restore()
 
 
 class ScheduleCheck(Callback):
@@ -97,15 +346,25 @@ def trainer_kwargs(config: DictConfig) -> dict:
     return kw
 
 
-def run_training(config: DictConfig) -> str:
-    """Trains as configured; returns the run directory."""
+def run_training(config: DictConfig, run_dir_given: bool = False) -> str:
+    """Trains as configured; returns the run directory.
+
+    Args:
+        config: the composed configuration, with ``run_dir``: the folder Hydra made for this run.
+        run_dir_given: whether the user chose that folder (``hydra.run.dir=``), which a resume then keeps.
+    """
+    check_values(config)
     check_paths(config)
     pl.seed_everything(config.seed, workers=True)
-    run_dir = Path(config.run_dir)
-    if config.ckpt_path:  # keep logging into the resumed run, as the original
-        run_dir = Path(config.ckpt_path).resolve().parents[1]
-    print(f'run directory: {run_dir}')
+    run_dir, why = choose_run_dir(config.ckpt_path, Path(config.run_dir), run_dir_given)
+    print(f'run directory: {run_dir} ({why})')
+    if run_dir != Path(config.run_dir):
+        print(f'this launch\'s config and log: {config.run_dir}')
+    remove_partial_checkpoints(run_dir / 'checkpoints')
     kw = trainer_kwargs(config)
+    pretrained = None
+    if config.pretrained:  # read before the dataset is indexed: a bad file fails at once
+        pretrained = model_state_dict(read_checkpoint(config.pretrained, trust=config.trust_checkpoint), config.pretrained)
 
     datamodule = instantiate(config.data)
     batches = math.ceil(len(datamodule.train_dataset) / (config.data.batch_size * _world_size(kw)))
@@ -114,9 +373,8 @@ def run_training(config: DictConfig) -> str:
         kw['val_check_interval'] = 1.0
 
     model = instantiate(config.model)
-    if config.pretrained:
-        sd = model_state_dict(read_checkpoint(config.pretrained), config.pretrained)
-        load_state_dict_strict(model, sd, config.pretrained)
+    if pretrained is not None:
+        load_state_dict_strict(model, pretrained, config.pretrained)
         print(f'weights loaded from {config.pretrained}')
 
     checkpoint = ModelCheckpoint(
@@ -146,11 +404,13 @@ def run_training(config: DictConfig) -> str:
                 filename='{step}',
             )
         )
+    callbacks.append(StopOnInterrupt(Path(last.dirpath) / 'last.ckpt'))
     trainer = pl.Trainer(
         **kw,
         logger=TensorBoardLogger(str(run_dir), name='', version='.'),
         callbacks=callbacks,
         default_root_dir=str(run_dir),
+        plugins=[AtomicCheckpointIO(trust=config.trust_checkpoint)],
     )
     # SceneTextDataModule restores the position inside the epoch itself (its state_dict), which Lightning's
     # warning about mid-epoch checkpoints of non-resumable loaders does not know.
