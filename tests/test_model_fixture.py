@@ -69,11 +69,12 @@ def test_cross_memory_and_captions(model, images, expected):
     exp = expected['modes']['ar_r0']
     with torch.no_grad():
         memory = model.model.encode(images)
-        visual = model.model._ar_decode(model.model.visual_decoder, memory, 26, stop_early=True)
+        visual = model.model.decode_visual(memory, 26, stop_early=True)
         assert (visual - exp['visual_logits_initial']).abs().max() < LOGIT_ATOL
         assert model.model.captions(visual) == exp['captions']
-        assert torch.equal(model.model.bpe(exp['captions']).long(), exp['caption_tokens'].long())
-        assert (model.model.cross_memory(visual, memory) - exp['cross_memory']).abs().max() < LOGIT_ATOL
+        tokens = model.model.caption_tokens(visual)
+        assert torch.equal(tokens.long(), exp['caption_tokens'].long())
+        assert (model.model.cross_memory(memory, tokens) - exp['cross_memory']).abs().max() < LOGIT_ATOL
 
 
 def test_default_mode_is_the_checkpoint_hparams(model, images, expected):

@@ -1,5 +1,14 @@
 """The CLIP4STR network (paper Fig. 2): CLIP image encoder -> visual decoder -> CLIP text encoder ->
 cross-modal decoder. A plain ``nn.Module``; training logic lives in ``system.py``.
+
+Inference runs in stages with tensor interfaces (:meth:`CLIP4STR.forward_branches` chains them):
+
+1. :meth:`~CLIP4STR.encode`: images -> image tokens (the memory of both decoders);
+2. :meth:`~CLIP4STR.decode_visual`: memory -> visual logits;
+3. :meth:`~CLIP4STR.caption_tokens`: visual logits -> CLIP token ids of the argmax caption (the one step on the
+   host: string decoding and BPE);
+4. :meth:`~CLIP4STR.cross_memory` and :meth:`~CLIP4STR.decode_cross`: memory + token ids -> cross-modal logits;
+5. :meth:`~CLIP4STR.refine`: a cloze pass of a decoder over its previous prediction.
 """
 
 from typing import List, Optional, Tuple
@@ -99,28 +108,39 @@ class CLIP4STR(nn.Module):
         return self.visual_decoder.pos_queries.device
 
     def encode(self, images: Tensor) -> Tensor:
-        """Image tokens: (N, 3, H, W) -> (N, 1 + G, D)."""
+        """Stage 1, image tokens: (N, 3, H, W) -> (N, 1 + G, D)."""
         return encode_image(self.clip_model, images)
+
+    def decode_visual(self, memory: Tensor, num_steps: int, stop_early: bool) -> Tensor:
+        """Stage 2, visual logits (N, L, C) with L <= ``num_steps`` (fewer after an early stop)."""
+        return self._decode(self.visual_decoder, memory, num_steps, stop_early)
 
     def captions(self, visual_logits: Tensor) -> List[str]:
         """Greedy strings of the visual prediction, adapted to the test charset."""
         probs = visual_logits.detach().float().softmax(-1)
         return self.tokenizer.decode_fast(probs, charset_adapter=self.charset_adapter)
 
-    def cross_memory(self, visual_logits: Tensor, memory: Tensor) -> Tensor:
-        """Memory of the cross-modal decoder: [image tokens ; CLIP text features of the caption].
+    def caption_tokens(self, visual_logits: Tensor) -> Tensor:
+        """Stage 3, CLIP token ids (N, context_length) of :meth:`captions`, on the logits' device."""
+        return self.bpe(self.captions(visual_logits)).to(visual_logits.device)
+
+    def cross_memory(self, memory: Tensor, caption_tokens: Tensor) -> Tensor:
+        """Stage 4a, memory of the cross-modal decoder: [image tokens ; CLIP text features of the caption].
 
         Args:
-            visual_logits: (N, L, C) visual-branch logits (detached here: captions are argmax strings).
             memory: (N, S, D) image tokens.
+            caption_tokens: (N, context_length) CLIP token ids (:meth:`caption_tokens`).
 
         Returns:
             (N, S + context_length, D)
         """
-        tokens = self.bpe(self.captions(visual_logits)).to(memory.device)
-        text = encode_text(self.clip_model, tokens)
+        text = encode_text(self.clip_model, caption_tokens.to(memory.device))
         image = memory.detach() if self.image_detach else memory
         return torch.cat([image, text.to(image.dtype)], dim=1)
+
+    def decode_cross(self, cross_memory: Tensor, num_steps: int) -> Tensor:
+        """Stage 4b, cross-modal logits (N, num_steps, C); no early stop (the visual branch fixed the length)."""
+        return self._decode(self.cross_decoder, cross_memory, num_steps, stop_early=False)
 
     def _ar_decode(self, decoder: Decoder, memory: Tensor, num_steps: int, stop_early: bool) -> Tensor:
         """Greedy autoregressive decoding; ``stop_early`` stops once every row has emitted ``[E]``."""
@@ -153,8 +173,8 @@ class CLIP4STR(nn.Module):
             return self._ar_decode(decoder, memory, num_steps, stop_early)
         return self._nar_decode(decoder, memory, num_steps)
 
-    def _refine(self, decoder: Decoder, logits: Tensor, memory: Tensor, num_steps: int) -> Tensor:
-        """One cloze pass: every position re-predicted from all the others (previous argmax as context)."""
+    def refine(self, decoder: Decoder, logits: Tensor, memory: Tensor, num_steps: int) -> Tensor:
+        """Stage 5, one cloze pass: every position re-predicted from all the others (previous argmax as context)."""
         n = logits.shape[0]
         bos = torch.full((n, 1), self.tokenizer.bos_id, dtype=torch.long, device=logits.device)
         tgt_in = torch.cat([bos, logits[:, :-1].argmax(-1)], dim=1)
@@ -187,16 +207,16 @@ class CLIP4STR(nn.Module):
         max_length = self.max_label_length if max_length is None else min(max_length, self.max_label_length)
         num_steps = max_length + 1
         memory = self.encode(images)
-        visual_logits = self._decode(self.visual_decoder, memory, num_steps, stop_early)
+        visual_logits = self.decode_visual(memory, num_steps, stop_early)
         if self.cross_decoder is None:
             for _ in range(self.refine_iters):
-                visual_logits = self._refine(self.visual_decoder, visual_logits, memory, num_steps)
+                visual_logits = self.refine(self.visual_decoder, visual_logits, memory, num_steps)
             return visual_logits, visual_logits
-        # The cross loop runs as many steps as the visual one did, without early stop.
-        cross_memory = self.cross_memory(visual_logits, memory)
-        cross_logits = self._decode(self.cross_decoder, cross_memory, visual_logits.shape[1], stop_early=False)
+        # The cross loop runs as many steps as the visual one did.
+        cross_memory = self.cross_memory(memory, self.caption_tokens(visual_logits))
+        cross_logits = self.decode_cross(cross_memory, visual_logits.shape[1])
         for _ in range(self.refine_iters):
-            visual_logits = self._refine(self.visual_decoder, visual_logits, memory, num_steps)
-            cross_memory = self.cross_memory(visual_logits, memory)
-            cross_logits = self._refine(self.cross_decoder, cross_logits, cross_memory, num_steps)
+            visual_logits = self.refine(self.visual_decoder, visual_logits, memory, num_steps)
+            cross_memory = self.cross_memory(memory, self.caption_tokens(visual_logits))
+            cross_logits = self.refine(self.cross_decoder, cross_logits, cross_memory, num_steps)
         return visual_logits, cross_logits

@@ -175,7 +175,7 @@ class CLIP4STRSystem(BaseSystem):
             loss = loss + n * _ce(visual_logits, tgt_out, tok.pad_id)
             if model.cross_decoder is not None:
                 # Teacher forcing with the ground truth; memory from this permutation's visual prediction.
-                cross_memory = model.cross_memory(visual_logits, memory)
+                cross_memory = model.cross_memory(memory, model.caption_tokens(visual_logits))
                 cross_logits = model.cross_decoder(tgt_in, cross_memory, None, query_mask, content_mask, padding)[0]
                 loss = loss + self.hparams.cross_loss_w * n * _ce(cross_logits, tgt_out, tok.pad_id)
             loss_numel += n
