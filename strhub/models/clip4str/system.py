@@ -15,6 +15,8 @@ from strhub.models.clip import CLIPArch, build_clip, clip_arch_of, init_sincos_p
 from strhub.models.clip4str.model import CLIP4STR
 from strhub.models.clip4str.perm import gen_tgt_perms, generate_attn_masks
 
+SYSTEM_NAME = 'clip4str'  # recorded in checkpoints, the key of strhub.models.systems.SYSTEMS
+
 # The original freezes whole towers only from 12 layers on, whatever the tower's depth (so "6" freezes
 # 6 of the 24 text blocks of ViT-H/14); kept for equivalence.
 _FULL_FREEZE_LAYERS = 12
@@ -231,6 +233,7 @@ class CLIP4STRSystem(BaseSystem):
 
     # -- exact resume: the RNGs that draw permutations and augmentations --------------------------------
     def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint['system'] = SYSTEM_NAME  # what strhub.models.load_from_checkpoint builds
         checkpoint['rng_states'] = {
             'perm_rng': self.rng.bit_generator.state,
             'torch': torch.get_rng_state(),
