@@ -27,7 +27,9 @@ def test_unknown_or_unsupported_systems_are_named(tmp_path, shipped):
     # The original's STR-Adapter variant has CLIP4STR's decoder keys but is another model.
     adapter = tmp_path / 'adapter.ckpt'
     torch.save({**shipped, 'hyper_parameters': {**shipped['hyper_parameters'], 'name': 'str_adapter'}}, adapter)
-    with pytest.raises(CheckpointError, match=r"not a checkpoint of a known model \(hyper_parameters name='str_adapter'"):
+    with pytest.raises(
+        CheckpointError, match=r"not a checkpoint of a known model \(hyper_parameters name='str_adapter'"
+    ):
         load_from_checkpoint(adapter)
 
 
