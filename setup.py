@@ -22,7 +22,7 @@ setup(
     package_data={'strhub': ['data/wordlist.txt', 'pretrained/*.ckpt', 'pretrained/README.md']},
     install_requires=requirements,
     extras_require={
-        'test': ['pytest>=7', 'ruff==0.17.6'],  # ruff pinned as in .pre-commit-config.yaml
+        'test': ['pytest>=7', 'ruff==0.17.6', 'matplotlib>=3.5'],  # ruff pinned as in .pre-commit-config.yaml
         'bench': ['matplotlib>=3.5'],
     },
 )

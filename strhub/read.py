@@ -16,7 +16,6 @@ overridden) also shapes the caption of the cross-modal branch, so it can change 
 
 import io
 import os
-from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, List, NamedTuple, Optional, Sequence, Tuple, Union
 
 import numpy as np
@@ -24,14 +23,10 @@ import torch
 from PIL import Image, ImageOps
 from torch import Tensor
 
-from strhub.cli_utils import select_device
 from strhub.data.transforms import get_transform
+from strhub.device import select_device
 
-__all__ = ['IMAGE_EXTENSIONS', 'ImageReadError', 'Reading', 'TextReader', 'load_image', 'to_rgb']
-
-# Extensions picked up when scanning folders (compared case-insensitively). The original took only names ending in
-# 'png', 'jpeg' or 'jpg' (case-sensitive).
-IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.gif', '.tif', '.tiff', '.webp', '.ppm', '.pgm', '.pbm', '.jp2')
+__all__ = ['ImageReadError', 'Reading', 'TextReader', 'load_image', 'to_rgb']
 
 ImageInput = Union[str, os.PathLike, bytes, Image.Image, np.ndarray, Tensor]
 
@@ -144,6 +139,7 @@ class TextReader:
 
     Raises:
         strhub.models.CheckpointError: the checkpoint cannot be loaded.
+        strhub.device.DeviceError: ``device`` does not exist on this machine.
     """
 
     def __init__(
@@ -296,61 +292,3 @@ class TextReader:
         return results
 
     __call__ = read
-
-
-def _walk(folder: Path, skipped: List[Tuple[str, str]]) -> List[Path]:
-    """The non-hidden files under ``folder``, following symbolic links; folders reached a second time (link loops,
-    links to a folder already searched) and folders that cannot be listed are added to ``skipped``."""
-    files: List[Path] = []
-    seen = {os.path.realpath(folder)}
-
-    def cannot_list(e: OSError) -> None:
-        skipped.append((str(e.filename), f'cannot list folder: {e.strerror}'))
-
-    for root, dirs, names in os.walk(folder, onerror=cannot_list, followlinks=True):
-        kept = []
-        # Real folders before links, so that a folder linked from beside it is named by its own path.
-        for d in sorted((d for d in dirs if not d.startswith('.')), key=lambda d: (os.path.islink(Path(root, d)), d)):
-            real = os.path.realpath(Path(root, d))
-            if real in seen:
-                skipped.append((str(Path(root, d)), f'link to a folder already searched ({real})'))
-            else:
-                seen.add(real)
-                kept.append(d)
-        dirs[:] = kept
-        files += [Path(root, n) for n in names if not n.startswith('.')]
-    return files
-
-
-def find_images(
-    paths: Sequence[Union[str, os.PathLike]], extensions: Sequence[str] = IMAGE_EXTENSIONS
-) -> Tuple[List[Tuple[str, Path]], List[Tuple[str, str]]]:
-    """Expands files and folders into the image files to read.
-
-    Folders are searched recursively (the original read one folder, non-recursively), files with an image extension
-    (case-insensitive) are kept, sorted by relative path; hidden files and folders are ignored. Symbolic links to
-    files and folders are followed; broken links, folders reached a second time (link loops, two links to one
-    folder) and folders that cannot be listed are skipped and reported. Files named explicitly are kept whatever
-    their extension (decoding decides).
-
-    Returns:
-        ``(name, path)`` of the images, where the name is the path relative to its folder argument (the original
-        printed the bare file name) or the path as given; and ``(path, reason)`` for what was skipped.
-    """
-    exts = tuple(e.lower() for e in extensions)
-    found: List[Tuple[str, Path]] = []
-    skipped: List[Tuple[str, str]] = []
-    for p in map(Path, paths):
-        if p.is_dir():
-            for f in sorted(_walk(p, skipped), key=lambda f: f.relative_to(p).as_posix()):
-                if not f.exists():
-                    skipped.append((str(f), 'broken symbolic link'))
-                elif f.suffix.lower() in exts:
-                    found.append((f.relative_to(p).as_posix(), f))
-                else:
-                    skipped.append((str(f), 'not an image file (extension)'))
-        elif p.exists():
-            found.append((str(p), p))
-        else:
-            skipped.append((str(p), 'broken symbolic link' if p.is_symlink() else 'no such file or directory'))
-    return found, skipped

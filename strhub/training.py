@@ -30,8 +30,7 @@ class TrainingSetupError(ValueError):
 
 
 # The numbers and switches users set on the command line, checked before any heavy work (Hydra reads `abc` as a
-# string, `1e3` as a float): key -> (smallest value, largest value, what it must be). Integer keys take integral
-# floats (1e3), as integers.
+# string, `1e3` as a float). Integers: key -> (smallest, largest, what it must be); integral floats (1e3) count.
 _INTEGERS = {
     'seed': (0, 2**32 - 1, 'an integer from 0 to 4294967295'),  # Lightning would draw a random seed instead
     'model.batch_size': (1, None, 'a positive integer'),
@@ -44,15 +43,17 @@ _INTEGERS = {
     'trainer.gpus': (0, None, 'an integer >= 0 (0: CPU)'),
     'trainer.devices': (1, None, 'a positive integer'),
     'trainer.num_nodes': (1, None, 'a positive integer'),
-    'trainer.max_steps': (-1, None, 'a positive integer or -1 (no limit)'),
-    'trainer.max_epochs': (-1, None, 'a positive integer or -1 (no limit)'),
+    'trainer.max_steps': (1, None, 'a positive integer or -1 (no limit)'),
+    'trainer.max_epochs': (1, None, 'a positive integer or -1 (no limit)'),
     'trainer.accumulate_grad_batches': (1, None, 'a positive integer'),
     'trainer.log_every_n_steps': (1, None, 'a positive integer'),
     'trainer.num_sanity_val_steps': (-1, None, 'an integer >= -1 (-1: all)'),
     'save_top_k': (-1, None, 'an integer >= -1 (-1: all)'),
     'checkpoint_every_n_steps': (1, None, 'a positive integer or null'),
 }
-_NUMBERS = {  # (lower bound, whether the bound itself is allowed, upper bound, what it must be)
+_NO_LIMIT = ('trainer.max_steps', 'trainer.max_epochs')  # also take -1
+# Numbers: key -> (lower bound, whether the bound itself is allowed, upper bound, what it must be).
+_NUMBERS = {
     'model.lr': (0, False, None, 'a positive number'),
     'model.coef_lr': (0, False, None, 'a positive number'),
     'model.weight_decay': (0, True, None, 'a number >= 0'),
@@ -61,7 +62,8 @@ _NUMBERS = {  # (lower bound, whether the bound itself is allowed, upper bound, 
     'model.dropout': (0, True, 1, 'a number from 0 to 1'),
     'trainer.gradient_clip_val': (0, True, None, 'a number >= 0 or null'),
 }
-_FRACTION_OR_COUNT = {  # a fraction of an epoch, or a number of batches
+# A number of batches (key -> the smallest) or, as a float from 0 to 1, a fraction of them.
+_COUNT_OR_FRACTION = {
     'trainer.val_check_interval': (1, 'a positive integer (batches) or a number in (0, 1] (a fraction of an epoch)'),
     'trainer.limit_val_batches': (0, 'an integer >= 0 (batches) or a number from 0 to 1 (a fraction)'),
 }
@@ -75,63 +77,51 @@ _SWITCHES = (
     'model.decode_ar',
     'model.use_language_model',
 )
-_NULLABLE = {'checkpoint_every_n_steps', 'trainer.gradient_clip_val', 'trainer.max_epochs'}
+_NULLABLE = ('checkpoint_every_n_steps', 'trainer.gradient_clip_val', 'trainer.max_epochs')
 _ABSENT = object()
 
 
-def _integer(value: Any) -> Optional[int]:
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int):
-        return value
-    return int(value) if isinstance(value, float) and value.is_integer() else None
-
-
-def _bad_value(key: str, value: Any, what: str) -> TrainingSetupError:
-    return TrainingSetupError(f'{key}={value!r} must be {what}')
+def _checked(key: str, value: Any) -> Any:
+    """``value`` if it suits ``key`` (an integral float given for an integer as an int), else a TrainingSetupError."""
+    integer = int(value) if isinstance(value, float) and value.is_integer() else value
+    integer = integer if isinstance(integer, int) and not isinstance(integer, bool) else None
+    if key in _SWITCHES:
+        what = 'true or false'
+        if isinstance(value, bool):
+            return value
+    elif key in _INTEGERS:
+        low, high, what = _INTEGERS[key]
+        if integer is not None and low <= integer <= (math.inf if high is None else high):
+            return integer
+        if integer == -1 and key in _NO_LIMIT:
+            return integer
+    elif key in _COUNT_OR_FRACTION:
+        low, what = _COUNT_OR_FRACTION[key]
+        if isinstance(value, float) and (0 < value <= 1 or value == low == 0):  # a fraction
+            return value
+        if integer is not None and integer >= low:
+            return integer
+    else:
+        low, inclusive, high, what = _NUMBERS[key]
+        finite = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+        number = value if finite else math.nan  # fails every comparison
+        if (number > low or (inclusive and number == low)) and number <= (math.inf if high is None else high):
+            return value
+    raise TrainingSetupError(f'{key}={value!r} must be {what}')
 
 
 def check_values(config: DictConfig) -> None:
-    """Fails fast, naming key and value, on an unset key or a value of the wrong type or range; integral floats
-    given for integer keys (``trainer.max_steps=1e5``) are stored as integers."""
+    """Fails fast, naming key and value, on an unset key or a number or switch of the wrong type or range; stores
+    integral floats given for integer keys (``trainer.max_steps=1e5``) as integers."""
     missing = OmegaConf.missing_keys(config)
     if missing:
         raise TrainingSetupError(f'set these config keys: {", ".join(sorted(missing))}')
-
-    def values(keys):
-        for key in keys:
-            value = OmegaConf.select(config, key, default=_ABSENT)
-            if value is not _ABSENT and not (value is None and key in _NULLABLE):
-                yield key, value
-
-    for key, (low, high, what) in _INTEGERS.items():
-        for key, value in values([key]):
-            number = _integer(value)
-            if number is None or number < low or (high is not None and number > high):
-                raise _bad_value(key, value, what)
-            if key in ('trainer.max_steps', 'trainer.max_epochs') and number == 0:
-                raise _bad_value(key, value, what)
-            OmegaConf.update(config, key, number)
-    for key, (low, inclusive, high, what) in _NUMBERS.items():
-        for key, value in values([key]):
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-                raise _bad_value(key, value, what)
-            if value < low or (value == low and not inclusive) or (high is not None and value > high):
-                raise _bad_value(key, value, what)
-    for key, (low, what) in _FRACTION_OR_COUNT.items():
-        for key, value in values([key]):
-            number = _integer(value)
-            if isinstance(value, float) and 0 <= value <= 1:  # a fraction (1.0: once per epoch)
-                number = None
-                if value == 0 and low > 0:
-                    raise _bad_value(key, value, what)
-            elif number is None or number < low:
-                raise _bad_value(key, value, what)
-            if number is not None:
-                OmegaConf.update(config, key, number)
-    for key, value in values(_SWITCHES):
-        if not isinstance(value, bool):
-            raise _bad_value(key, value, 'true or false')
+    for key in (*_INTEGERS, *_NUMBERS, *_COUNT_OR_FRACTION, *_SWITCHES):
+        value = OmegaConf.select(config, key, default=_ABSENT)
+        if value is not _ABSENT and not (value is None and key in _NULLABLE):
+            checked = _checked(key, value)
+            if type(checked) is not type(value):  # 1e3 given for an integer
+                OmegaConf.update(config, key, checked)
 
 
 def check_checkpoint_file(key: str, path: Path, trust: bool) -> None:
@@ -359,12 +349,14 @@ def run_training(config: DictConfig, run_dir_given: bool = False) -> str:
     run_dir, why = choose_run_dir(config.ckpt_path, Path(config.run_dir), run_dir_given)
     print(f'run directory: {run_dir} ({why})')
     if run_dir != Path(config.run_dir):
-        print(f'this launch\'s config and log: {config.run_dir}')
+        print(f"this launch's config and log: {config.run_dir}")
     remove_partial_checkpoints(run_dir / 'checkpoints')
     kw = trainer_kwargs(config)
     pretrained = None
     if config.pretrained:  # read before the dataset is indexed: a bad file fails at once
-        pretrained = model_state_dict(read_checkpoint(config.pretrained, trust=config.trust_checkpoint), config.pretrained)
+        pretrained = model_state_dict(
+            read_checkpoint(config.pretrained, trust=config.trust_checkpoint), config.pretrained
+        )
 
     datamodule = instantiate(config.data)
     batches = math.ceil(len(datamodule.train_dataset) / (config.data.batch_size * _world_size(kw)))

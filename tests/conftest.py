@@ -2,6 +2,7 @@
 
 import io
 import os
+import sys
 from pathlib import Path
 from typing import Callable, Iterable, Tuple, Union
 
@@ -18,6 +19,9 @@ os.environ.setdefault('OMP_NUM_THREADS', '1')
 torch.set_num_threads(int(os.environ['OMP_NUM_THREADS']))
 
 REPO = Path(__file__).resolve().parents[1]
+# The tools import their shared helpers as ``_cli`` (their own folder is first on sys.path when run as scripts);
+# the tests import them, and the tools loaded as modules, the same way.
+sys.path.insert(0, str(REPO / 'tools'))
 
 
 @pytest.fixture

@@ -1,6 +1,5 @@
 """No code runs from a checkpoint or CLIP file unless the user says the file is trusted."""
 
-import importlib.util
 import os
 import subprocess
 import sys
@@ -11,12 +10,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from strhub.cli_utils import CLIError
 from strhub.models import CheckpointError, load_from_checkpoint
 from strhub.models.checkpoint import export_checkpoint, read_checkpoint
 from strhub.models.clip import CLIPArch, CLIPWeightsError, build_clip, load_clip, read_clip_state_dict
 from strhub.models.serialization import DiscardedObject, torchscript_state_dict
 from strhub.read import TextReader
+from _cli import CLIError
+from helpers import load_tool
 
 REPO = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, 'OMP_NUM_THREADS': '1'}
@@ -57,13 +57,6 @@ def hostile(tmp_path, shipped):
     return path, marker
 
 
-def _load_tool(name: str):
-    spec = importlib.util.spec_from_file_location(f'_tool_{name}', REPO / 'tools' / f'{name}.py')
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_every_entry_point_refuses_a_hostile_checkpoint(hostile, tmp_path, png_bytes):
     path, marker = hostile
     image = tmp_path / 'word.png'
@@ -74,8 +67,8 @@ def test_every_entry_point_refuses_a_hostile_checkpoint(hostile, tmp_path, png_b
         'load_from_checkpoint': lambda: load_from_checkpoint(path),
         'TextReader': lambda: TextReader(path, device='cpu'),
         'export_checkpoint': lambda: export_checkpoint(path, tmp_path / 'out.ckpt'),
-        'read.py': lambda: _load_tool('read').main([str(path), str(image)]),
-        'test.py': lambda: _load_tool('test').main([str(path), '--data_root', str(tmp_path / 'data')]),
+        'read.py': lambda: load_tool('read').main([str(path), str(image)]),
+        'test.py': lambda: load_tool('test').main([str(path), '--data_root', str(tmp_path / 'data')]),
     }
     for name, attempt in attempts.items():
         with pytest.raises((CheckpointError, CLIError)) as e:

@@ -1,7 +1,6 @@
 """tools/create_lmdb_dataset.py: images + ground-truth file -> STR LMDB, skipping bad samples with a report."""
 
 import errno
-import importlib.util
 import io
 import os
 import subprocess
@@ -11,19 +10,13 @@ from pathlib import Path
 import lmdb
 import pytest
 from PIL import Image
+from helpers import load_tool
 
 ROOT = Path(__file__).resolve().parents[1]
 TOOL = ROOT / 'tools' / 'create_lmdb_dataset.py'
 
 
-def _load_tool():
-    spec = importlib.util.spec_from_file_location('create_lmdb_dataset', TOOL)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-tool = _load_tool()
+tool = load_tool('create_lmdb_dataset')
 
 
 def _image(fmt: str, mode: str = 'RGB', size=(40, 16)) -> bytes:

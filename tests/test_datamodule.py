@@ -11,6 +11,7 @@ from PIL import Image
 from strhub.data import augment
 from strhub.data.module import SceneTextDataModule, seed_worker
 from strhub.data.sampler import ResumableSampler
+from strhub.data.test_sets import plan_test_sets
 from strhub.data.transforms import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD, get_transform
 from strhub.data.utils import CHARSETS
 
@@ -133,8 +134,8 @@ def test_seed_worker_differs_per_worker_and_rank():
 
 def test_test_sets_and_errors(data_root, tmp_path):
     dm = make_dm(data_root)
-    assert dm.available_test_sets(('IIIT5k', 'SVT', 'CUTE80')) == ('IIIT5k', 'CUTE80')
-    assert dm.available_test_sets() == ('IIIT5k', 'CUTE80')
+    missing = ['SVT', 'IC13_1015', 'IC15_1811', 'IC15_2077', 'SVTP', 'HOST', 'WOST']
+    assert plan_test_sets(data_root / 'test', std=True) == ({'Benchmark': ['IIIT5k', 'CUTE80']}, missing)
     with pytest.raises(FileNotFoundError, match='SVT'):
         dm.test_dataloaders(['SVT'])
     with pytest.raises(FileNotFoundError, match='nowhere'):

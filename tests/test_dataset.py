@@ -94,13 +94,12 @@ def test_min_image_dim(make_lmdb, png_bytes):
     assert ds.labels == ['big', 'edge'] and ds.num_skipped['too_small'] == 2
 
 
-def test_unlabelled_and_rgb(make_lmdb, png_bytes):
-    root = make_lmdb('ds', [(png_bytes(color=30, mode='L'), '!!!'), (png_bytes(color=(1, 2, 3)), 'x')])
-    ds = LmdbDataset(root, CS36, 25, unlabelled=True)
-    assert len(ds) == 2  # no filtering at all
+def test_images_are_rgb_and_indices_checked(make_lmdb, png_bytes):
+    root = make_lmdb('ds', [(png_bytes(color=30, mode='L'), 'g'), (png_bytes(color=(1, 2, 3)), 'x')])
+    ds = LmdbDataset(root, CS36, 25)
     img, label = ds[0]
-    assert label == 0 and img.mode == 'RGB' and colour(img) == (30, 30, 30)
-    assert ds[-1][1] == 1 and colour(ds[1][0]) == (1, 2, 3)
+    assert label == 'g' and img.mode == 'RGB' and colour(img) == (30, 30, 30)
+    assert ds[-1][1] == 'x' and colour(ds[1][0]) == (1, 2, 3)
     with pytest.raises(IndexError):
         ds[2]
 
@@ -207,8 +206,6 @@ def test_verify_images_never_substitutes(make_lmdb):
     put(root, {image_key(1): b'changed'})
     with pytest.raises(CorruptRecordError, match=r'image-000000001 \(cannot identify image file\)'):
         ds[0]
-    with pytest.raises(ValueError, match='labelled'):
-        LmdbDataset(root, CS36, 25, unlabelled=True, verify_images=True)
 
 
 def test_pickle_after_use(make_lmdb):

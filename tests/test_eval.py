@@ -2,7 +2,6 @@
 
 import csv
 import functools
-import importlib.util
 import io
 import json
 import math
@@ -19,8 +18,10 @@ import torch
 from PIL import Image
 from torchvision import transforms as T
 
-from strhub.cli_utils import CLIError, resolve_checkpoint
 from strhub.data.lmdb_io import write_lmdb
+from strhub.evaluation import BatchResult, Evaluation, SetResult
+from _cli import CLIError, resolve_checkpoint
+from helpers import load_tool
 
 REPO = Path(__file__).parents[1]
 FIXTURES = Path(__file__).resolve().parent / 'fixtures' / 'original_tiny'  # written by the original code
@@ -62,13 +63,6 @@ def fixture_images() -> list:
     if missing:
         pytest.fail(f'fixture files missing from tests/fixtures/original_tiny: {missing}')
     return [(FIXTURES / n).read_bytes() for n in IMAGE_NAMES]
-
-
-def _load_tool(name: str):
-    spec = importlib.util.spec_from_file_location(f'_tool_{name}', REPO / 'tools' / f'{name}.py')
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def _link(src: Path, dst: Path) -> Path:
@@ -259,7 +253,7 @@ def test_tool_options_and_checkpoint_dir(tmp_path, data, fixture_images, capsys)
     best = _link(CKPT, ckpts / 'epoch=3-step=40-val_accuracy=12.3400-val_NED=50.0000.ckpt')
     _link(CKPT, ckpts / 'epoch=1-step=20-val_accuracy=9.0000-val_NED=40.0000.ckpt')
     (ckpts / 'last.ckpt').write_bytes(b'broken')
-    tool = _load_tool('test')
+    tool = load_tool('test')
     argv = [
         str(ckpts),
         '--data_root',
@@ -298,7 +292,7 @@ def test_tool_options_and_checkpoint_dir(tmp_path, data, fixture_images, capsys)
 
 def test_tool_errors(tmp_path, data, capsys):
     root = data[0]
-    tool = _load_tool('test')
+    tool = load_tool('test')
     with pytest.raises(CLIError, match='checkpoint not found'):
         tool.main([str(tmp_path / 'nope.ckpt'), '--data_root', str(root)])
     with pytest.raises(CLIError, match='no test directory'):
@@ -343,16 +337,18 @@ def test_resolve_checkpoint(tmp_path):
 
 
 def test_format_table():
-    tool = _load_tool('test')
-    m = dict(num_samples=3000, accuracy=99.2, one_minus_ned=99.61, confidence=97.123, label_length=5.08)
-    got = tool.format_table([('IIIT5k', m), ('IC13_1015', m)], m)
+    # 3000 samples per set: 2976 right, edit distances, confidences and predicted lengths giving the row below.
+    result = BatchResult(num_samples=3000, correct=2976, ned=11.7, confidence=2913.69, label_length=15240)
+    sets = {'IIIT5k': SetResult(result), 'IC13_1015': SetResult(BatchResult(**vars(result)))}
+    evaluation = Evaluation({'Benchmark': ['IIIT5k', 'IC13_1015']}, sets)
+    got = evaluation.table('Benchmark')
     assert got.splitlines() == [
         '| Dataset   | # samples | Accuracy | 1 - NED | Confidence | Label Length |',
         '|:---------:|----------:|---------:|--------:|-----------:|-------------:|',
         '| IIIT5k    |      3000 |    99.20 |   99.61 |      97.12 |         5.08 |',
         '| IC13_1015 |      3000 |    99.20 |   99.61 |      97.12 |         5.08 |',
         '|-----------|-----------|----------|---------|------------|--------------|',
-        '| Combined  |      3000 |    99.20 |   99.61 |      97.12 |         5.08 |',
+        '| Combined  |      6000 |    99.20 |   99.61 |      97.12 |         5.08 |',
     ]
 
 
@@ -387,7 +383,7 @@ def test_tool_excludes_unreadable_records(tmp_path, corrupt_data, capsys):
     root, labels, preds = corrupt_data
     ckpt = _link(CKPT, tmp_path / 'clip4str_tiny.ckpt')
     out_json, out_csv = tmp_path / 'r.json', tmp_path / 'r.csv'
-    tool = _load_tool('test')
+    tool = load_tool('test')
     assert tool.main(_argv(ckpt, root) + ['--out', str(out_json), '--out', str(out_csv)]) == 0
     stdout = capsys.readouterr().out
 
@@ -446,7 +442,7 @@ def test_tool_excludes_unreadable_records(tmp_path, corrupt_data, capsys):
 def test_tool_bad_out_fails_before_loading(tmp_path, corrupt_data, monkeypatch):
     """Every --out is checked before the model or any data is loaded; the error names the path."""
     root = corrupt_data[0]
-    tool = _load_tool('test')
+    tool = load_tool('test')
 
     def no_load(*args, **kwargs):
         raise AssertionError('the model was loaded before --out was checked')
@@ -474,12 +470,16 @@ def test_tool_bad_out_fails_before_loading(tmp_path, corrupt_data, monkeypatch):
 def test_tool_one_failed_out_keeps_the_others(tmp_path, corrupt_data, monkeypatch):
     """An output that fails when written does not cost the others; missing directories are created."""
     root = corrupt_data[0]
-    tool = _load_tool('test')
+    tool = load_tool('test')
 
-    def disk_full(path, *args):
-        raise OSError('No space left on device')
+    write = Evaluation.write
 
-    monkeypatch.setattr(tool, 'write_csv', disk_full)
+    def disk_full_for_csv(self, path, *args):
+        if str(path).endswith('.csv'):
+            raise OSError('No space left on device')
+        write(self, path, *args)
+
+    monkeypatch.setattr(Evaluation, 'write', disk_full_for_csv)
     out_csv, out_json = tmp_path / 'r.csv', tmp_path / 'new' / 'dir' / 'r.json'
     ckpt = _link(CKPT, tmp_path / 'clip4str_tiny.ckpt')  # the log is written next to the checkpoint
     with pytest.raises(CLIError, match=re.escape(f'cannot write {out_csv} (No space left on device)')):

@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 import torch
 
-from strhub.cli_utils import CLIError, resolve_checkpoint
 from strhub.data.synthetic import TEST_SETS, label_sampler, list_fonts, render_sample, split_fonts
 from strhub.data.utils import CHARSETS, CharsetAdapter
 from strhub.models import CheckpointError, load_from_checkpoint
 from strhub.pretrained import PRETRAINED, PRETRAINED_DIR, pretrained_path
 from strhub.read import TextReader
+from _cli import CLIError, resolve_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
 NAME = 'clip4str-tiny'

@@ -1,7 +1,6 @@
 """``strhub.read.TextReader`` and ``tools/read.py`` on the tiny fixture model (random weights: gibberish but
 deterministic predictions)."""
 
-import importlib.util
 import io
 import json
 import os
@@ -15,8 +14,10 @@ import torch
 from PIL import Image
 from torchvision import transforms as T
 
-from strhub.cli_utils import CLIError, parse_model_args, select_device
-from strhub.read import ImageReadError, Reading, TextReader, find_images, load_image, to_rgb
+from strhub.device import DeviceError, select_device
+from strhub.read import ImageReadError, Reading, TextReader, load_image, to_rgb
+from _cli import CLIError, find_images, parse_model_args
+from helpers import load_tool
 
 REPO = Path(__file__).parents[1]
 FIXTURES = Path(__file__).resolve().parent / 'fixtures' / 'original_tiny'  # written by the original code
@@ -57,16 +58,9 @@ def reader(fixtures) -> TextReader:
     return TextReader(CKPT, device='cpu', batch_size=3)
 
 
-def _load_tool(name: str):
-    spec = importlib.util.spec_from_file_location(f'_tool_{name}', REPO / 'tools' / f'{name}.py')
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture(scope='module')
 def read_tool():
-    return _load_tool('read')
+    return load_tool('read')
 
 
 def _src() -> Image.Image:
@@ -257,10 +251,10 @@ def test_parse_model_args():
 def test_select_device():
     assert select_device('cpu') == torch.device('cpu')
     assert select_device('auto').type == ('cuda' if torch.cuda.is_available() else 'cpu')
-    with pytest.raises(CLIError):
+    with pytest.raises(DeviceError):
         select_device('nonsense')
     if not torch.cuda.is_available():
-        with pytest.raises(CLIError, match='CUDA is not available'):
+        with pytest.raises(DeviceError, match='CUDA is not available'):
             select_device('cuda')
 
 

@@ -57,7 +57,6 @@ def test_render_word_sizes(fonts, charset):
         assert img.mode == 'RGB'
         assert 32 <= img.height <= 64 and 8 <= img.width <= 1600
         assert np.asarray(img).std() > 5  # not blank
-    assert render_word('fixed', rng, fonts, height=40).height == 40
     assert render_word('clean', rng, fonts, difficulty=0).mode == 'RGB'
 
 

@@ -41,7 +41,7 @@ def test_loss_falls_on_rendered_words(synthetic_root, compose_config):
     losses = []
     for _ in range(12):
         optimizer.zero_grad()
-        perms = gen_tgt_perms(max(map(len, labels)), 6, True, True, model.rng)
+        perms = gen_tgt_perms(max(map(len, labels)), 6, True, True, *model.permutation_rngs(0))
         loss = model.training_loss(images, labels, perms)
         loss.backward()
         optimizer.step()
@@ -49,52 +49,70 @@ def test_loss_falls_on_rendered_words(synthetic_root, compose_config):
     assert losses[-1] < 0.8 * losses[0] and losses[-1] == min(losses), losses
 
 
-def train_command(run_dir, *overrides):
-    cmd = [sys.executable, str(REPO / 'tools' / 'train.py'), *TINY, *overrides, f'hydra.run.dir={run_dir}']
+def train_command(run_dir, *overrides, output_root=None):
+    """tools/train.py with the tiny config; ``run_dir`` None: Hydra's own folder under ``output_root``."""
+    cmd = [sys.executable, str(REPO / 'tools' / 'train.py'), *TINY, *overrides]
+    cmd += [f'hydra.run.dir={run_dir}'] if run_dir else []
     env = {**os.environ, 'PYTHONWARNINGS': 'ignore'}
+    if output_root:
+        env['STR_OUTPUT_ROOT'] = str(output_root)
     return cmd, env
 
 
-def run_train(run_dir, *overrides, check=True):
-    cmd, env = train_command(run_dir, *overrides)
+def run_train(run_dir, *overrides, check=True, output_root=None):
+    cmd, env = train_command(run_dir, *overrides, output_root=output_root)
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     if check:
         assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return proc
 
 
-def interrupt_after_checkpoint(run_dir, *overrides, min_step=1):
-    """Starts a run and stops it with Ctrl-C once last.ckpt of step >= ``min_step`` is completely written."""
+def start_train(run_dir, *overrides, log, wrapper=()):
+    """Starts tools/train.py (through ``wrapper``, a ``python -c`` program that runs it) with its output in ``log``."""
     cmd, env = train_command(run_dir, *overrides)
     # SIGINT back to its default in the child: a pytest started in the background (nohup, CI runners) passes it on
     # ignored, and Python only turns Ctrl-C into KeyboardInterrupt when it was not ignored.
-    proc = subprocess.Popen(
-        cmd,
+    return subprocess.Popen(
+        [cmd[0], *wrapper, *cmd[1:]],
         env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stdout=log,
+        stderr=subprocess.STDOUT,
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
-    ckpt, deadline = run_dir / 'checkpoints' / 'last.ckpt', time.time() + 600
-    try:
-        while time.time() < deadline and proc.poll() is None:
-            try:
-                if torch.load(ckpt, weights_only=False)['global_step'] >= min_step:
-                    break
-            except Exception:  # noqa: BLE001 - not written yet, or being written
-                pass
-            time.sleep(0.05)
-        assert proc.poll() is None, 'the run ended before it could be interrupted'
-        proc.send_signal(signal.SIGINT)
-        proc.wait(timeout=120)
-    finally:
-        proc.kill()
-    return ckpt
+
+
+def wait_for_checkpoint(proc, ckpt, min_step):
+    """The step of ``ckpt`` once a complete one of step >= ``min_step`` is there (the run still going)."""
+    deadline = time.time() + 600
+    while time.time() < deadline and proc.poll() is None:
+        try:
+            step = torch.load(ckpt, weights_only=False)['global_step']
+            if step >= min_step:
+                return step
+        except Exception:  # noqa: BLE001 - not written yet
+            pass
+        time.sleep(0.05)
+    raise AssertionError(f'the run ended (rc {proc.poll()}) before {ckpt} reached step {min_step}')
+
+
+def interrupt_after_checkpoint(run_dir, *overrides, min_step=1):
+    """Starts a run and stops it with Ctrl-C once last.ckpt of step >= ``min_step`` is completely written; returns
+    that checkpoint, the step it had then, and the run's output."""
+    ckpt, log = run_dir / 'checkpoints' / 'last.ckpt', run_dir.with_name(run_dir.name + '.log')
+    with open(log, 'w') as out:
+        proc = start_train(run_dir, *overrides, log=out)
+        try:
+            step = wait_for_checkpoint(proc, ckpt, min_step)
+            proc.send_signal(signal.SIGINT)
+            proc.wait(timeout=120)
+        finally:
+            proc.kill()
+    return ckpt, step, log.read_text()
 
 
 def test_interrupted_run_resumes_exactly_and_checkpoint_round_trips(tmp_path, synthetic_root, compose_config):
-    # Checkpoints every 4 steps; enough steps (over several epochs, curriculum ones included) that Ctrl-C lands
-    # before the end even on a fast machine.
+    # Validation (and last.ckpt) every 4 steps; enough steps (over several epochs, curriculum ones included) that
+    # Ctrl-C lands before the end even on a fast machine.
     args = (
         f'data.root_dir={synthetic_root}',
         'trainer.max_steps=60',
@@ -104,13 +122,22 @@ def test_interrupted_run_resumes_exactly_and_checkpoint_round_trips(tmp_path, sy
     full = tmp_path / 'full'
     run_train(full, *args)
     reference = torch.load(full / 'checkpoints' / 'last.ckpt', weights_only=False)
-    # The same run stopped after its second validation, then resumed from it. The tiny model's accuracy does not
-    # improve by then, so this also checks that last.ckpt follows every validation, not only new best ones.
-    ckpt = interrupt_after_checkpoint(tmp_path / 'half', *args, min_step=8)
+    # The same run stopped with Ctrl-C after its second validation. The tiny model's accuracy does not improve by
+    # then, so this also checks that last.ckpt follows every validation, not only new best ones.
+    ckpt, validated, output = interrupt_after_checkpoint(tmp_path / 'half', *args, min_step=8)
+    # Ctrl-C saved last.ckpt at the end of the step it came in: the steps since that validation are kept.
     step = torch.load(ckpt, weights_only=False)['global_step']
-    assert 8 <= step < 60
-    run_train(tmp_path / 'resumed', *args, f'ckpt_path={ckpt}')
-    resumed = torch.load(ckpt, weights_only=False)  # the resumed run keeps writing into the interrupted run
+    assert validated >= 8 and validated < step < 60, (validated, step)
+    assert f'interrupted at step {step}: saved {ckpt}' in output, output[-2000:]
+    assert not list(ckpt.parent.glob('.*.tmp-*'))
+    # Resumed from it, with no hydra.run.dir: it continues in the run the checkpoint belongs to, and ends exactly as
+    # the uninterrupted run. Hydra's folder for this launch keeps only its config and log.
+    launches = tmp_path / 'launches'
+    proc = run_train(None, *args, f'ckpt_path={ckpt}', output_root=launches)
+    assert f'run directory: {tmp_path / "half"} (the run ckpt_path belongs to' in proc.stdout, proc.stdout[-2000:]
+    (launch,) = launches.iterdir()
+    assert sorted(p.name for p in launch.iterdir()) == ['config', 'train.log']
+    resumed = torch.load(ckpt, weights_only=False)
     assert resumed['global_step'] == reference['global_step'] == 60
     for k, v in reference['state_dict'].items():
         torch.testing.assert_close(resumed['state_dict'][k], v, msg=k)

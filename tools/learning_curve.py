@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """Accuracy-vs-training-time curve of a run: evaluates every snapshot of ``checkpoints/steps/`` (written with
-``checkpoint_every_n_steps=N``) with ``tools/test.py`` and writes a markdown table, a CSV and a PNG plot.
+``checkpoint_every_n_steps=N``) as ``tools/test.py`` does (``strhub.evaluation``) and writes a markdown table, a CSV
+and a PNG plot.
 
     python tools/learning_curve.py RUN_DIR --data_root DATA [--out_prefix docs/tiny_curve] [--batch_size 128]
 
@@ -9,19 +10,15 @@ and checkpointing, as a user waiting for the run sees it). Each snapshot's resul
 (``step=N.ckpt.test.json``) and reused, so the command can run while training goes on and only tests new snapshots.
 """
 
-import argparse
 import csv
 import json
-import os
 import re
-import subprocess
 import sys
-import tempfile
 from pathlib import Path
+from typing import List, Optional
 
+from _cli import ArgumentParser
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-TEST_PY = Path(__file__).resolve().parent / 'test.py'
 
 
 def run_start(run_dir: Path) -> float:
@@ -31,49 +28,38 @@ def run_start(run_dir: Path) -> float:
 
 
 def evaluate(ckpt: Path, data_root: str, batch_size: int, openai_meanstd: bool) -> dict:
-    """test.py's per-set results for a snapshot, from its kept results file when they were made the same way."""
+    """Per-set results of a snapshot (as ``tools/test.py --out x.json`` has them), from its kept results file when
+    they were made the same way."""
     kept = ckpt.with_name(ckpt.name + '.test.json')
     setup = {'data_root': str(Path(data_root).resolve()), 'openai_meanstd': openai_meanstd}
     if kept.is_file() and kept.stat().st_mtime >= ckpt.stat().st_mtime:
         saved = json.loads(kept.read_text())
         if saved.get('setup') == setup:
             return saved['sets']
-    with tempfile.TemporaryDirectory() as tmp:
-        out = Path(tmp) / 'r.json'
-        cmd = [
-            sys.executable,
-            str(TEST_PY),
-            str(ckpt),
-            '--data_root',
-            data_root,
-            '--device',
-            'cpu',
-            '--batch_size',
-            str(batch_size),
-            '--num_workers',
-            '0',
-            '--out',
-            str(out),
-        ]
-        cmd += ['--openai_meanstd'] if openai_meanstd else []
-        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, env={**os.environ, 'PYTHONWARNINGS': 'ignore'})
-        sets = json.loads(out.read_text())['sets']
+    from strhub.evaluation import evaluate as run_evaluation
+    from strhub.evaluation import plan_test_sets
+    from strhub.models import load_from_checkpoint
+
+    groups, _ = plan_test_sets(Path(data_root, 'test'))
+    model = load_from_checkpoint(ckpt)
+    results = run_evaluation(model, data_root, groups, batch_size, 0, 'cpu', openai_meanstd=openai_meanstd)
+    sets = results.to_dict()['sets']
     kept.write_text(json.dumps({'setup': setup, 'sets': sets}, indent=1) + '\n')
     return sets
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-    parser.add_argument('run_dir', type=Path)
-    parser.add_argument('--data_root', required=True)
+def main(argv: Optional[List[str]] = None) -> None:
+    parser = ArgumentParser(description=__doc__.split('\n\n')[0])
+    parser.add_argument('run_dir', type=Path, help='the run folder (holds checkpoints/steps/ and the TensorBoard log)')
+    parser.add_argument('--data_root', required=True, help='dataset root holding test/<name>/data.mdb')
     parser.add_argument('--out_prefix', default=None, help='default: RUN_DIR/learning_curve')
-    parser.add_argument('--batch_size', type=int, default=128)
+    parser.add_argument('--batch_size', type=int, default=128, help='images per forward pass')
     parser.add_argument(
         '--openai_meanstd',
         action='store_true',
         help="test with the OpenAI CLIP statistics (the training normalisation) instead of test.py's 0.5/0.5",
     )
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     steps_dir = args.run_dir / 'checkpoints' / 'steps'
     snapshots = sorted(steps_dir.glob('step=*.ckpt'), key=lambda p: int(re.search(r'step=(\d+)', p.name).group(1)))
     if not snapshots:

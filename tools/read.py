@@ -19,15 +19,17 @@ scaled to 8 bits (see ``strhub.read.to_rgb``). As in the original, the text is t
 charset (case and punctuation kept) unless ``--adapt`` is given, and the model keeps the checkpoint's test charset.
 """
 
-import argparse
 import csv
 import json
 import math
 import sys
 from typing import List, Optional
 
-from strhub.cli_utils import (
+from _cli import (
+    MODEL_ARGS_HELP,
+    ArgumentParser,
     CLIError,
+    find_images,
     load_model,
     model_overrides,
     parse_model_args,
@@ -39,18 +41,18 @@ from strhub.cli_utils import (
 PROG = 'read.py'
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog=PROG,
-        description='Read the text in images with a CLIP4STR checkpoint.',
-        epilog='Model arguments name:type=value (type int, float, str or bool) override the checkpoint, '
-        'e.g. refine_iters:int=0 decode_ar:bool=false.',
+def build_parser() -> ArgumentParser:
+    parser = ArgumentParser(
+        prog=PROG, description='Read the text in images with a CLIP4STR checkpoint.', epilog=MODEL_ARGS_HELP
     )
     parser.add_argument(
         'checkpoint',
         help='checkpoint file (.ckpt/.pt), a training checkpoints/ directory, or a shipped model: clip4str-tiny',
     )
-    parser.add_argument('paths', nargs='+', metavar='PATH', help='image files and folders (searched recursively)')
+    parser.add_argument('paths', nargs='*', metavar='PATH', help='image files and folders (searched recursively)')
+    # PARSeq's read.py takes --images FILES..., the original's --images_path FOLDER: both add to PATH.
+    parser.add_argument('--images', nargs='+', default=[], metavar='PATH', help='more image files and folders')
+    parser.add_argument('--images_path', nargs='+', default=[], metavar='PATH', help='the same as --images')
     parser.add_argument('--format', choices=('text', 'json', 'csv'), default='text', help='output format')
     parser.add_argument(
         '--batch_size',
@@ -92,6 +94,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     if flags:
         parser.error(f'unrecognized arguments: {" ".join(flags)}')
     paths, model_args = split_paths_and_model_args(args.paths + unknown)
+    paths += args.images + args.images_path
     if not paths:
         raise CLIError('no image paths given')
     if args.batch_size < 1:
@@ -99,7 +102,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     kwargs = model_overrides(args.refine_iters, args.decode, parse_model_args(model_args))
     checkpoint = resolve_checkpoint(args.checkpoint)
 
-    from strhub.read import TextReader, find_images  # torch and the model code: after the cheap checks
+    from strhub.read import TextReader  # torch and the model code: after the cheap checks
 
     images, skipped = find_images(paths)
     if not images:

@@ -95,8 +95,8 @@ def _level_to_arg(level: float, _hparams: Dict, max: float) -> Tuple[float]:
     return (max * level / _LEVEL_DENOM,)
 
 
-def _signed_level_to_arg(level: float, hparams: Dict, key: str, default: float) -> Tuple[float]:
-    level = (level / _LEVEL_DENOM) * hparams.get(key, default)
+def _signed_level_to_arg(level: float, hparams: Dict, key: str) -> Tuple[float]:
+    level = (level / _LEVEL_DENOM) * hparams[key]  # hparams: a copy of HPARAMS (AugmentOp keeps one)
     return (_randomly_negate(level),)
 
 
@@ -108,11 +108,11 @@ _NAME_TO_OP: Dict[str, Callable] = {
 }
 _LEVEL_TO_ARG: Dict[str, Callable] = {
     **LEVEL_TO_ARG,
-    'Rotate': partial(_signed_level_to_arg, key='rotate_deg', default=30.0),
-    'ShearX': partial(_signed_level_to_arg, key='shear_x_pct', default=0.3),
-    'ShearY': partial(_signed_level_to_arg, key='shear_y_pct', default=0.3),
-    'TranslateXRel': partial(_signed_level_to_arg, key='translate_x_pct', default=0.45),
-    'TranslateYRel': partial(_signed_level_to_arg, key='translate_y_pct', default=0.45),
+    'Rotate': partial(_signed_level_to_arg, key='rotate_deg'),
+    'ShearX': partial(_signed_level_to_arg, key='shear_x_pct'),
+    'ShearY': partial(_signed_level_to_arg, key='shear_y_pct'),
+    'TranslateXRel': partial(_signed_level_to_arg, key='translate_x_pct'),
+    'TranslateYRel': partial(_signed_level_to_arg, key='translate_y_pct'),
     'GaussianBlur': partial(_level_to_arg, max=4),
     'PoissonNoise': partial(_level_to_arg, max=40),
 }

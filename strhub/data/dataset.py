@@ -4,7 +4,6 @@ import glob
 import io
 import logging
 import os
-import threading
 import unicodedata
 import warnings
 from pathlib import Path
@@ -14,8 +13,19 @@ import lmdb
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import ConcatDataset, Dataset
 
-from .lmdb_io import image_key, label_key
+from .lmdb_io import SHARED_ENVS, InvalidLmdbError, image_key, label_key, read_num_samples
 from .utils import CharsetAdapter
+
+__all__ = [
+    'BAD_RECORD_REASONS',
+    'FILTER_REASONS',
+    'CorruptRecordError',
+    'CorruptRecordWarning',
+    'InvalidLmdbError',
+    'LmdbDataset',
+    'build_tree_dataset',
+    'describe_records',
+]
 
 log = logging.getLogger(__name__)
 
@@ -24,10 +34,6 @@ log = logging.getLogger(__name__)
 FILTER_REASONS = ('too_long', 'empty_label', 'too_small')
 BAD_RECORD_REASONS = ('missing_label', 'undecodable_label', 'missing_image', 'undecodable_image')
 MAX_LISTED = 10  # bad records named in a warning or summary line
-
-
-class InvalidLmdbError(ValueError):
-    """The directory holds no readable STR LMDB (not an LMDB, truncated, no valid ``num-samples``)."""
 
 
 class CorruptRecordWarning(UserWarning):
@@ -43,92 +49,6 @@ class _BadImage(Exception):
         super().__init__(detail)
         self.reason = reason  # a BAD_RECORD_REASONS key
         self.detail = detail  # what is wrong, for people
-
-
-def _open_env(root: str) -> lmdb.Environment:
-    """Opens an STR LMDB read-only with the original's flags, turning low-level failures into clear errors."""
-    if not os.path.isdir(root):
-        raise FileNotFoundError(f'LMDB dataset directory not found: {root}')
-    mdb = os.path.join(root, 'data.mdb')
-    if not os.path.isfile(mdb):
-        raise FileNotFoundError(f'no data.mdb in LMDB dataset directory: {root}')
-    try:
-        env = lmdb.open(root, max_readers=1, readonly=True, create=False, readahead=False, meminit=False, lock=False)
-    except lmdb.Error as e:
-        raise InvalidLmdbError(f'cannot open LMDB at {root}: {e}') from e
-    # A truncated data.mdb opens fine when its meta pages survive, but reading a page past the end of the file kills
-    # the process with SIGBUS. The committed meta page knows the last used page, so compare it with the file size.
-    needed = (env.info()['last_pgno'] + 1) * env.stat()['psize']
-    size = os.path.getsize(mdb)
-    if size < needed:
-        env.close()
-        raise InvalidLmdbError(f'LMDB at {root} is truncated: data.mdb has {size} bytes, its header needs {needed}')
-    return env
-
-
-class _EnvRegistry:
-    """Per-process, reference-counted read-only LMDB environments, shared by all datasets on the same directory.
-
-    Recent py-lmdb (3.0 here) refuses to open an environment that is already open in the process, even through
-    another path or in a forked child, which inherits the parent's handles. Sharing handles lets several datasets
-    (or pickled copies) read one LMDB; after a fork the inherited handles are closed (this affects the child only)
-    and reopened.
-    """
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._pid = os.getpid()
-        self._envs: Dict[str, List] = {}  # real path -> [environment, reference count]
-        # A lock held by another thread at fork time would stay locked forever in the child.
-        os.register_at_fork(after_in_child=self._new_lock)
-
-    def _new_lock(self) -> None:
-        self._lock = threading.Lock()
-
-    def _after_fork(self) -> None:
-        if self._pid != os.getpid():
-            for env, _ in self._envs.values():
-                env.close()
-            self._envs.clear()
-            self._pid = os.getpid()
-
-    def acquire(self, root: str) -> lmdb.Environment:
-        with self._lock:
-            self._after_fork()
-            key = os.path.realpath(root)
-            entry = self._envs.get(key)
-            if entry is None:
-                entry = self._envs[key] = [_open_env(root), 0]
-            entry[1] += 1
-            return entry[0]
-
-    def release(self, root: str) -> None:
-        with self._lock:
-            if self._pid != os.getpid():
-                return  # a handle from before a fork: dropped at the next acquire
-            key = os.path.realpath(root)
-            entry = self._envs.get(key)
-            if entry is not None:
-                entry[1] -= 1
-                if entry[1] <= 0:
-                    entry[0].close()
-                    del self._envs[key]
-
-
-_ENVS = _EnvRegistry()
-
-
-def _read_num_samples(txn: lmdb.Transaction, root: str) -> int:
-    raw = txn.get(b'num-samples')
-    if raw is None:
-        raise InvalidLmdbError(f'LMDB at {root} has no "num-samples" key (not an STR dataset, or an incomplete write)')
-    try:
-        num_samples = int(raw.decode('ascii'))
-    except (UnicodeDecodeError, ValueError):
-        raise InvalidLmdbError(f'LMDB at {root} has an invalid "num-samples" value: {raw[:32]!r}') from None
-    if num_samples < 0:
-        raise InvalidLmdbError(f'LMDB at {root} has a negative "num-samples": {num_samples}')
-    return num_samples
 
 
 def _load_image(buf: Optional[bytes], decode: bool = True) -> Image.Image:
@@ -178,7 +98,7 @@ class LmdbDataset(Dataset):
 
     The LMDB environment is opened on first access in each process (never inherited through fork or pickling) with
     the original's flags: read-only, ``lock=False``, ``readahead=False``, ``meminit=False``, ``max_readers=1``; it is
-    shared with other datasets on the same directory in that process (see ``_EnvRegistry``).
+    shared with other datasets on the same directory in that process (see :class:`~strhub.data.lmdb_io.SharedEnvs`).
 
     Args:
         root: directory holding ``data.mdb``.
@@ -187,7 +107,6 @@ class LmdbDataset(Dataset):
         min_image_dim: skip images whose width or height is smaller (0 disables; reads every image header).
         remove_whitespace: delete all whitespace from labels.
         normalize_unicode: NFKD-normalise labels and drop non-ASCII characters.
-        unlabelled: no label filtering; ``__getitem__`` returns the dataset index as the label.
         transform: applied to the PIL RGB image.
         verify_images: decode every image at construction and exclude the bad records (evaluation); costs one
             extra decode per image.
@@ -195,7 +114,6 @@ class LmdbDataset(Dataset):
     Raises:
         FileNotFoundError: ``root`` or its ``data.mdb`` does not exist.
         InvalidLmdbError: not an LMDB, truncated, or without a valid ``num-samples``.
-        ValueError: ``verify_images`` with ``unlabelled``.
     """
 
     def __init__(
@@ -206,16 +124,12 @@ class LmdbDataset(Dataset):
         min_image_dim: int = 0,
         remove_whitespace: bool = True,
         normalize_unicode: bool = True,
-        unlabelled: bool = False,
         transform: Optional[Callable] = None,
         verify_images: bool = False,
     ) -> None:
-        if verify_images and unlabelled:
-            raise ValueError('verify_images needs labelled data: unlabelled datasets are not filtered')
         self._env: Optional[lmdb.Environment] = None
         self._env_pid: Optional[int] = None
         self.root = str(root)
-        self.unlabelled = unlabelled
         self.transform = transform
         self.verify_images = verify_images
         # The original never stored min_image_dim, so its filter raised AttributeError (spec §10.9); stored here.
@@ -233,12 +147,10 @@ class LmdbDataset(Dataset):
         self, charset: str, remove_whitespace: bool, normalize_unicode: bool, max_label_len: int
     ) -> int:
         charset_adapter = CharsetAdapter(charset)
-        env = _ENVS.acquire(self.root)
+        env = SHARED_ENVS.acquire(self.root)
         try:
             with env.begin() as txn:
-                num_samples = _read_num_samples(txn, self.root)
-                if self.unlabelled:  # as the original: no filtering at all, min_image_dim included
-                    return num_samples
+                num_samples = read_num_samples(txn, self.root)
                 for index in range(1, num_samples + 1):  # LMDB indices are 1-based
                     raw = txn.get(label_key(index))
                     if raw is None:
@@ -274,7 +186,7 @@ class LmdbDataset(Dataset):
                     self.labels.append(label)
                     self.filtered_index_list.append(index)
         finally:
-            _ENVS.release(self.root)
+            SHARED_ENVS.release(self.root)
         if self.bad_records:
             warnings.warn(
                 f'LMDB {self.root}: skipped {len(self.bad_records)} bad record(s) of {num_samples}: '
@@ -292,7 +204,7 @@ class LmdbDataset(Dataset):
     def env(self) -> lmdb.Environment:
         # Re-acquired after a fork: an LMDB handle must not be used across processes.
         if self._env is None or self._env_pid != os.getpid():
-            self._env = _ENVS.acquire(self.root)
+            self._env = SHARED_ENVS.acquire(self.root)
             self._env_pid = os.getpid()
         return self._env
 
@@ -305,15 +217,15 @@ class LmdbDataset(Dataset):
         if getattr(self, '_env', None) is not None and self._env_pid == os.getpid():
             self._env = None
             try:
-                _ENVS.release(self.root)
+                SHARED_ENVS.release(self.root)
             except Exception:  # interpreter shutdown
                 pass
 
     def __len__(self) -> int:
         return self.num_samples
 
-    def __getitem__(self, index: int) -> Tuple[Any, Union[str, int]]:
-        """Returns ``(transform(image), label)``; the label is the dataset index when ``unlabelled``."""
+    def __getitem__(self, index: int) -> Tuple[Any, str]:
+        """Returns ``(transform(image), label)``."""
         n = len(self)
         if index < 0:
             index += n
@@ -329,17 +241,12 @@ class LmdbDataset(Dataset):
                 return (self.transform(img) if self.transform is not None else img), label
         raise RuntimeError(f'LMDB {self.root}: no readable image in any of its {n} samples')
 
-    def _read(self, index: int) -> Optional[Tuple[Image.Image, Union[str, int]]]:
-        if self.unlabelled:
-            # The original read image-<index> with the 0-based index (off by one, image-000000000 does not exist).
-            lmdb_index, label = index + 1, index
-        else:
-            lmdb_index, label = self.filtered_index_list[index], self.labels[index]
-        key = image_key(lmdb_index)
+    def _read(self, index: int) -> Optional[Tuple[Image.Image, str]]:
+        key = image_key(self.filtered_index_list[index])
         with self.env.begin() as txn:
             buf = txn.get(key)
         try:
-            return _load_image(buf), label
+            return _load_image(buf), self.labels[index]
         except _BadImage as e:
             if self.verify_images:  # never substitute a sample that will be scored
                 raise CorruptRecordError(

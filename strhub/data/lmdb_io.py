@@ -1,12 +1,19 @@
-"""Writing the public STR LMDB format: ``num-samples``, ``image-%09d``, ``label-%09d`` (1-based)."""
+"""The public STR LMDB format (``num-samples``, ``image-%09d``, ``label-%09d``, 1-based; spec §3.1): writing it,
+and opening it read-only, checked and shared by every dataset of a process."""
 
+import os
+import threading
 from pathlib import Path
-from typing import Iterable, Tuple, Union
+from typing import Dict, Iterable, List, Tuple, Union
 
 import lmdb
 
 MAP_SIZE = 1 << 40  # 1 TiB of address space, as the original; the file only grows as needed
 COMMIT_EVERY = 1000
+
+
+class InvalidLmdbError(ValueError):
+    """The directory holds no readable STR LMDB (not an LMDB, truncated, no valid ``num-samples``)."""
 
 
 def image_key(index: int) -> bytes:
@@ -44,3 +51,96 @@ def write_lmdb(path: Union[str, Path], samples: Iterable[Tuple[bytes, str]]) -> 
     finally:
         env.close()
     return n
+
+
+def open_env(root: str) -> lmdb.Environment:
+    """Opens an STR LMDB read-only with the original's flags, turning low-level failures into clear errors.
+
+    Raises:
+        FileNotFoundError: ``root`` or its ``data.mdb`` does not exist.
+        InvalidLmdbError: not an LMDB, or truncated.
+    """
+    if not os.path.isdir(root):
+        raise FileNotFoundError(f'LMDB dataset directory not found: {root}')
+    mdb = os.path.join(root, 'data.mdb')
+    if not os.path.isfile(mdb):
+        raise FileNotFoundError(f'no data.mdb in LMDB dataset directory: {root}')
+    try:
+        env = lmdb.open(root, max_readers=1, readonly=True, create=False, readahead=False, meminit=False, lock=False)
+    except lmdb.Error as e:
+        raise InvalidLmdbError(f'cannot open LMDB at {root}: {e}') from e
+    # A truncated data.mdb opens fine when its meta pages survive, but reading a page past the end of the file kills
+    # the process with SIGBUS. The committed meta page knows the last used page, so compare it with the file size.
+    needed = (env.info()['last_pgno'] + 1) * env.stat()['psize']
+    size = os.path.getsize(mdb)
+    if size < needed:
+        env.close()
+        raise InvalidLmdbError(f'LMDB at {root} is truncated: data.mdb has {size} bytes, its header needs {needed}')
+    return env
+
+
+def read_num_samples(txn: lmdb.Transaction, root: str) -> int:
+    """The ``num-samples`` value of the LMDB at ``root``; InvalidLmdbError if missing, not a number or negative."""
+    raw = txn.get(b'num-samples')
+    if raw is None:
+        raise InvalidLmdbError(f'LMDB at {root} has no "num-samples" key (not an STR dataset, or an incomplete write)')
+    try:
+        num_samples = int(raw.decode('ascii'))
+    except (UnicodeDecodeError, ValueError):
+        raise InvalidLmdbError(f'LMDB at {root} has an invalid "num-samples" value: {raw[:32]!r}') from None
+    if num_samples < 0:
+        raise InvalidLmdbError(f'LMDB at {root} has a negative "num-samples": {num_samples}')
+    return num_samples
+
+
+class SharedEnvs:
+    """Per-process, reference-counted read-only LMDB environments, shared by all datasets on the same directory.
+
+    Recent py-lmdb (3.0 here) refuses to open an environment that is already open in the process, even through
+    another path or in a forked child, which inherits the parent's handles. Sharing handles lets several datasets
+    (or pickled copies) read one LMDB; after a fork the inherited handles are closed (this affects the child only)
+    and reopened.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._pid = os.getpid()
+        self._envs: Dict[str, List] = {}  # real path -> [environment, reference count]
+        # A lock held by another thread at fork time would stay locked forever in the child.
+        os.register_at_fork(after_in_child=self._new_lock)
+
+    def _new_lock(self) -> None:
+        self._lock = threading.Lock()
+
+    def _after_fork(self) -> None:
+        if self._pid != os.getpid():
+            for env, _ in self._envs.values():
+                env.close()
+            self._envs.clear()
+            self._pid = os.getpid()
+
+    def acquire(self, root: str) -> lmdb.Environment:
+        """The environment of ``root`` (opened with :func:`open_env` on first use); pair with :meth:`release`."""
+        with self._lock:
+            self._after_fork()
+            key = os.path.realpath(root)
+            entry = self._envs.get(key)
+            if entry is None:
+                entry = self._envs[key] = [open_env(root), 0]
+            entry[1] += 1
+            return entry[0]
+
+    def release(self, root: str) -> None:
+        with self._lock:
+            if self._pid != os.getpid():
+                return  # a handle from before a fork: dropped at the next acquire
+            key = os.path.realpath(root)
+            entry = self._envs.get(key)
+            if entry is not None:
+                entry[1] -= 1
+                if entry[1] <= 0:
+                    entry[0].close()
+                    del self._envs[key]
+
+
+SHARED_ENVS = SharedEnvs()

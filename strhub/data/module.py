@@ -11,6 +11,7 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import ConcatDataset, DataLoader, Dataset
 
+from . import test_sets
 from .dataset import LmdbDataset, build_tree_dataset
 from .sampler import ResumableSampler
 from .transforms import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD, get_transform
@@ -79,12 +80,11 @@ class SceneTextDataModule(pl.LightningDataModule):
         FileNotFoundError: ``root_dir`` does not exist.
     """
 
-    TEST_BENCHMARK_SUB = ('IIIT5k', 'SVT', 'IC13_1015', 'IC15_1811', 'IC15_2077', 'SVTP', 'CUTE80', 'HOST', 'WOST')
-    # Identical to TEST_BENCHMARK_SUB in CLIP4STR (PARSeq's subset used IC13_857); spec §3.3.
-    TEST_BENCHMARK = ('IIIT5k', 'SVT', 'IC13_1015', 'IC15_1811', 'IC15_2077', 'SVTP', 'CUTE80', 'HOST', 'WOST')
-    TEST_NEW = ('ArT', 'COCOv1.4', 'Uber')
-    # Ordered union (the original used tuple(set(...)), whose order varies between runs).
-    TEST_ALL = tuple(dict.fromkeys(TEST_BENCHMARK_SUB + TEST_BENCHMARK + TEST_NEW))
+    # The test sets by table (strhub.data.test_sets), where the original's users find them.
+    TEST_BENCHMARK_SUB = test_sets.TEST_BENCHMARK_SUB
+    TEST_BENCHMARK = test_sets.TEST_BENCHMARK
+    TEST_NEW = test_sets.TEST_NEW
+    TEST_ALL = test_sets.TEST_ALL
 
     # The original has an ``output_url`` argument between collate_fn and openai_meanstd, used only to copy outputs to
     # remote storage; it is not kept. seed, test_openai_meanstd and pin_memory are additions.
@@ -191,7 +191,9 @@ class SceneTextDataModule(pl.LightningDataModule):
         trainer = getattr(self, 'trainer', None)
         if trainer is None:
             return {}
-        batches = trainer.fit_loop.epoch_loop.batch_progress.current.completed
+        # 'processed', not 'completed': a save in on_train_batch_end (Ctrl-C, step snapshots) comes before Lightning
+        # counts the batch completed; after it, and at validation, the two are equal.
+        batches = trainer.fit_loop.epoch_loop.batch_progress.current.processed
         return {'train_position': {'epoch': trainer.current_epoch, 'batches': batches}}
 
     def load_state_dict(self, state: Dict[str, Dict[str, int]]) -> None:
@@ -235,15 +237,11 @@ class SceneTextDataModule(pl.LightningDataModule):
     def val_dataloader(self) -> DataLoader:
         return self._loader(self.val_dataset, shuffle=False, persistent=True, sharded=True)
 
-    def available_test_sets(self, subset: Sequence[str] = TEST_ALL) -> Tuple[str, ...]:
-        """The names of ``subset`` (in order) that exist as directories under ``<root_dir>/test``."""
-        return tuple(s for s in subset if os.path.isdir(PurePath(self.root_dir, 'test', s)))
-
     def test_dataloaders(self, subset: Sequence[str]) -> Dict[str, DataLoader]:
         """One loader per test set ``<root_dir>/test/<name>`` (a single LMDB each), in ``subset`` order.
 
         Uses ``charset_test`` and 0.5/0.5 normalisation unless ``test_openai_meanstd``. Test loaders are not
-        persistent (as the original): they are iterated once. Use ``available_test_sets`` to drop missing sets.
+        persistent (as the original): they are iterated once. ``strhub.data.test_sets`` finds the sets present.
         Every image is decoded first: unreadable records are excluded, listed in ``loader.dataset.bad_records``.
 
         Raises:

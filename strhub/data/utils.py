@@ -1,17 +1,15 @@
-"""Charsets, the STR tokenizer and the charset adapter (PARSeq/CLIP4STR conventions)."""
+"""Charsets (defined in ``charsets.py``), the STR tokenizer and the charset adapter (PARSeq/CLIP4STR conventions)."""
 
 import re
-import string
 from typing import List, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor
 
-CHARSETS = {
-    '36_lowercase': string.digits + string.ascii_lowercase,
-    '62_mixed-case': string.digits + string.ascii_lowercase + string.ascii_uppercase,
-    '94_full': string.digits + string.ascii_lowercase + string.ascii_uppercase + string.punctuation,
-}
+# Re-exported, and importing it registers the ${charset:NAME} config resolver for everything that uses the models.
+from .charsets import CHARSETS
+
+__all__ = ['CHARSETS', 'CharsetAdapter', 'Tokenizer']
 
 
 class CharsetAdapter:

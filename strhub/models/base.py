@@ -1,52 +1,13 @@
-"""Shared evaluation for scene-text recognisers: metrics and the validation/test steps."""
+"""What all scene-text recognisers share: decoding logits to strings, and the validation and test steps."""
 
-from dataclasses import dataclass
 from typing import List, Sequence, Tuple
 
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
-from nltk import edit_distance
 from torch import Tensor
 
-
-@dataclass
-class BatchResult:
-    """Sums over one batch (or one set): divide by ``num_samples`` for the metrics."""
-
-    num_samples: int = 0
-    correct: int = 0
-    ned: float = 0.0
-    confidence: float = 0.0
-    label_length: int = 0
-    loss: float = 0.0
-    loss_numel: int = 0
-
-    def __iadd__(self, other: 'BatchResult') -> 'BatchResult':
-        for k in self.__dataclass_fields__:
-            setattr(self, k, getattr(self, k) + getattr(other, k))
-        return self
-
-    def metrics(self) -> dict:
-        n = max(self.num_samples, 1)
-        return {
-            'accuracy': 100 * self.correct / n,
-            'one_minus_ned': 100 * (1 - self.ned / n),
-            'confidence': 100 * self.confidence / n,
-            'label_length': self.label_length / n,
-            'num_samples': self.num_samples,
-        }
-
-
-def score_predictions(preds: Sequence[str], confidences: Sequence[float], labels: Sequence[str]) -> BatchResult:
-    """Word accuracy, normalised edit distance (ICDAR 2019), confidence and predicted length sums."""
-    res = BatchResult(num_samples=len(labels))
-    for pred, conf, gt in zip(preds, confidences, labels):
-        res.confidence += conf
-        res.ned += edit_distance(pred, gt) / max(len(pred), len(gt), 1)
-        res.correct += pred == gt
-        res.label_length += len(pred)
-    return res
+from strhub.evaluation.metrics import BatchResult, score_predictions
 
 
 class BaseSystem(pl.LightningModule):
@@ -58,11 +19,6 @@ class BaseSystem(pl.LightningModule):
         of the per-character probabilities and the [E] one."""
         preds, probs = self.tokenizer.decode(logits.float().softmax(-1))
         return preds, [p.prod().item() for p in probs]
-
-    def predict(self, images: Tensor) -> Tuple[List[str], List[float], Tensor]:
-        """Raw predictions (full training charset), word confidences and the logits."""
-        logits = self.forward(images)
-        return (*self.decode_logits(logits), logits)
 
     def eval_batch(self, images: Tensor, labels: Sequence[str], validation: bool) -> BatchResult:
         """Scores a batch. Validation decodes exactly as many steps as the longest label (no early stop)

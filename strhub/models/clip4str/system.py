@@ -1,7 +1,7 @@
 """CLIP4STR as a LightningModule: construction from config, freezing, the PSM loss, optimiser and schedule."""
 
 import random
-from typing import Any, Dict, Optional, Sequence
+from typing import Any, Dict, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -103,8 +103,8 @@ class CLIP4STRSystem(BaseSystem):
             use_language_model,
             image_detach,
         )
-        self.rng = np.random.default_rng(seed)  # permutation pools for short batches (the original's is unseeded)
         self.frozen_modules = self._freeze(image_freeze_nlayer, text_freeze_nlayer)
+        self._micro_batch = (-1, 0)  # (optimizer step, micro-batch within it) of the last training batch
 
     # -- inference -------------------------------------------------------------------------------------
     @property
@@ -187,11 +187,26 @@ class CLIP4STRSystem(BaseSystem):
                 n = (tgt_out != tok.pad_id).sum().item()
         return loss / loss_numel
 
+    def permutation_rngs(self, micro_batch: int) -> Tuple[np.random.Generator, torch.Generator]:
+        """The generators of a training batch's permutations: a function of (seed, rank, optimizer step, micro-batch
+        within the step), so that every DDP rank draws its own, as the original's unseeded per-process generators
+        did, and a resumed run (checkpoints are saved at step ends) draws what the uninterrupted one would, with no
+        state to save."""
+        rank = self.trainer.global_rank if self._trainer is not None else 0
+        seq = np.random.SeedSequence([self.hparams.seed, rank, self.global_step, micro_batch])
+        np_seed, torch_seed = seq.spawn(2)
+        return np.random.default_rng(np_seed), torch.Generator().manual_seed(int(torch_seed.generate_state(1)[0]))
+
     def training_step(self, batch, batch_idx: int) -> Tensor:
         images, labels = batch
         max_len = max(len(y) for y in labels)
         hp = self.hparams
-        perms = gen_tgt_perms(max_len, hp.perm_num, hp.perm_forward, hp.perm_mirrored, self.rng)
+        # The micro-batch within the optimizer step (gradient accumulation), counted here rather than derived from
+        # Lightning's batch numbering, which restarts every epoch.
+        step, micro = self._micro_batch
+        self._micro_batch = (self.global_step, micro + 1 if step == self.global_step else 0)
+        rngs = self.permutation_rngs(self._micro_batch[1])
+        perms = gen_tgt_perms(max_len, hp.perm_num, hp.perm_forward, hp.perm_mirrored, *rngs)
         loss = self.training_loss(images, labels, perms)
         self.log('loss', loss, prog_bar=True, batch_size=len(labels))
         return loss
@@ -231,24 +246,32 @@ class CLIP4STRSystem(BaseSystem):
     def optimizer_zero_grad(self, epoch, batch_idx, optimizer):
         optimizer.zero_grad(set_to_none=True)
 
-    # -- exact resume: the RNGs that draw permutations and augmentations --------------------------------
+    # -- exact resume: the global RNGs (dropout; augmentation without DataLoader workers), of every rank ------------
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint['system'] = SYSTEM_NAME  # what strhub.models.load_from_checkpoint builds
-        checkpoint['rng_states'] = {
-            'perm_rng': self.rng.bit_generator.state,
+        state = {
             'torch': torch.get_rng_state(),
             'numpy': _plain(np.random.get_state()),  # plain lists: loadable with weights_only=True
             'python': random.getstate(),
         }
+        states = [state]
+        if self._trainer is not None and self.trainer.world_size > 1:
+            # Ranks consume their RNGs differently (batch shapes differ). Every rank saves (Lightning's saves are
+            # collective), rank 0 writes.
+            states = [None] * self.trainer.world_size
+            torch.distributed.all_gather_object(states, state)
+        checkpoint['rng_states'] = states
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         states = checkpoint.get('rng_states')
-        if states:
-            self.rng.bit_generator.state = states['perm_rng']
-            torch.set_rng_state(states['torch'])
-            name, keys, *rest = states['numpy']
-            np.random.set_state((name, np.asarray(keys, dtype=np.uint32), *rest))
-            random.setstate(states['python'])
+        if not states:
+            return
+        rank = self.trainer.global_rank if self._trainer is not None else 0
+        state = states[rank % len(states)]
+        torch.set_rng_state(state['torch'])
+        name, keys, *rest = state['numpy']
+        np.random.set_state((name, np.asarray(keys, dtype=np.uint32), *rest))
+        random.setstate(state['python'])
 
 
 def _plain(state: tuple) -> tuple:

@@ -1,0 +1,163 @@
+"""Labels of the synthetic dataset: the shipped word list, its stable train/test split, and the sampler that mixes
+words, numbers, random strings and punctuation into labels."""
+
+import re
+import string
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, Iterable, List, Sequence, Tuple
+
+import numpy as np
+
+from strhub.data.utils import CHARSETS
+
+WORDLIST = Path(__file__).resolve().parents[1] / 'wordlist.txt'  # strhub/data/wordlist.txt (setup.py package_data)
+# Target word lengths, roughly those of scene-text words: mostly 3-8 characters.
+_LEN_WEIGHTS = np.array([2, 5, 10, 13, 14, 13, 11, 9, 7, 5, 4, 2.5, 1.5, 1, 0.6, 0.4, 0.2, 0.1, 0.1, 0.1])
+_LEN_WEIGHTS = _LEN_WEIGHTS / _LEN_WEIGHTS.sum()
+
+
+def load_words() -> List[str]:
+    """The words of the shipped word list: one per line, ``#`` comments and blank lines skipped."""
+    text = WORDLIST.read_text(encoding='utf-8')
+    return [w for w in (line.strip() for line in text.splitlines()) if w and not w.startswith('#')]
+
+
+def split_words(words: Iterable[str], test_frac: float = 0.1) -> Tuple[List[str], List[str]]:
+    """Deterministic (train, test) split of lower-cased, deduplicated words by a hash of each word.
+
+    Words of 1-2 letters always go to training: they are too few to hold out and they occur inside random strings.
+    """
+    words = sorted({w.lower() for w in words})
+    is_test = [len(w) >= 3 and zlib.crc32(w.encode()) % 10000 < test_frac * 10000 for w in words]
+    return [w for w, t in zip(words, is_test) if not t], [w for w, t in zip(words, is_test) if t]
+
+
+class _WordPool:
+    """Words of one split bucketed by length, so a target length can be drawn first (realistic lengths)."""
+
+    def __init__(self, words: Sequence[str], charset: str, max_len: int) -> None:
+        cs = set(charset) | set(charset.lower())  # case is applied later
+        self.words = [w for w in words if 1 <= len(w) <= max_len and set(w) <= cs]
+        if not self.words:
+            raise ValueError('no word of the word list fits the charset')
+        self.by_len: Dict[int, List[str]] = {}
+        for w in self.words:
+            self.by_len.setdefault(len(w), []).append(w)
+
+    def draw(self, rng: np.random.Generator) -> str:
+        n = int(rng.choice(len(_LEN_WEIGHTS), p=_LEN_WEIGHTS)) + 1
+        bucket = self.by_len.get(n) or self.words
+        return bucket[int(rng.integers(len(bucket)))]
+
+
+# Label templates; '{}' is a word, the others are number parts (see LabelSampler.number).
+_PUNCT_WRAPS = tuple(
+    r"""{}. {}, {}! {}? {}: {}; "{}" '{}' ({}) {}'s #{} @{} {}-{} {}/{} {}&{} {}_{} www.{}.com {}@{}.com {}... [{}]
+    {}* <{}> {}+ ~{} {}|{} {{{}}} {}={} {}\{} ^{} {}` ${} {}%""".split()
+)
+_NUMBER_FORMS = tuple(
+    """{d} {d} {d} ${d}.{c} {h}:{m} {d}.{c} {c}% {y}-{c}-{c} +{d} {t},{k} #{d} ({d}) {c}/{c}/{y} {d}x{d} {d}km {d}kg
+    No.{d} {d}th {c}:{c}""".split()
+)
+
+
+@dataclass
+class LabelSampler:
+    charset: str
+    max_len: int
+    train: _WordPool
+    test: _WordPool
+    test_set: frozenset
+
+    def __post_init__(self) -> None:
+        cs = self.charset
+        self.has_lower = any(c in cs for c in string.ascii_lowercase)
+        self.has_upper = any(c in cs for c in string.ascii_uppercase)
+        self.punct = ''.join(c for c in cs if c in string.punctuation)
+        self.alnum = ''.join(c for c in cs if c.isalnum())
+        self.chars = ''.join(c for c in cs if not c.isspace())
+        kinds = {'word': 0.55, 'compound': 0.05, 'number': 0.1, 'alnum': 0.15, 'random': 0.05, 'punct': 0.1}
+        if not self.punct:
+            del kinds['punct']
+        self.kinds = list(kinds)
+        self.kind_p = np.array(list(kinds.values())) / sum(kinds.values())
+
+    def case(self, word: str, rng: np.random.Generator) -> str:
+        if not self.has_upper:
+            return word.lower()
+        if not self.has_lower:
+            return word.upper()
+        r = rng.random()
+        return word.lower() if r < 0.5 else word.capitalize() if r < 0.8 else word.upper()
+
+    def digits(self, rng: np.random.Generator, lo: int, hi: int) -> str:
+        return str(int(rng.integers(10 ** (lo - 1) if lo > 1 else 0, 10**hi)))
+
+    def number(self, rng: np.random.Generator) -> str:
+        form = _NUMBER_FORMS[int(rng.integers(len(_NUMBER_FORMS)))] if self.punct else '{d}'
+        return form.format(
+            d=self.digits(rng, 1, int(rng.integers(1, 7))),
+            c=f'{int(rng.integers(100)):02d}',
+            h=int(rng.integers(24)),
+            m=f'{int(rng.integers(60)):02d}',
+            y=int(rng.integers(1900, 2040)),
+            t=int(rng.integers(1, 1000)),
+            k=f'{int(rng.integers(1000)):03d}',
+        )
+
+    def punctuated(self, pool: _WordPool, rng: np.random.Generator) -> str:
+        form = _PUNCT_WRAPS[int(rng.integers(len(_PUNCT_WRAPS)))]
+        return form.format(*(self.case(pool.draw(rng), rng) for _ in range(form.count('{}'))))
+
+    def random_string(self, rng: np.random.Generator, chars: str) -> str:
+        n = min(int(rng.geometric(0.2)), 12)
+        if chars is self.alnum and rng.random() < 0.5:  # product-code look: upper-case letters and digits
+            chars = ''.join(c for c in chars if not c.islower()) or chars
+        return ''.join(chars[i] for i in rng.integers(len(chars), size=n))
+
+    def leaks(self, label: str) -> bool:
+        return any(run in self.test_set for run in re.findall('[a-z]{3,}', label.lower()))
+
+    def sample(self, rng: np.random.Generator, words: str = 'train') -> str:
+        """A label of ``words`` ('train' or 'test' words); a training label never contains a test word."""
+        for _ in range(1000):
+            if words == 'test':
+                label = self.punctuated(self.test, rng) if self.punct and rng.random() < 0.15 else None
+                label = label or self.case(self.test.draw(rng), rng)
+            else:
+                kind = self.kinds[int(rng.choice(len(self.kinds), p=self.kind_p))]
+                if kind == 'word':
+                    label = self.case(self.train.draw(rng), rng)
+                elif kind == 'compound':  # e.g. 'hotdog', 'HotDog'
+                    a, b = self.case(self.train.draw(rng), rng), self.case(self.train.draw(rng), rng)
+                    label = a + (b.capitalize() if a[:1].isupper() else b)
+                elif kind == 'number':
+                    label = self.number(rng)
+                elif kind == 'alnum':
+                    label = self.random_string(rng, self.alnum)
+                elif kind == 'random':  # every character of the charset shows up in training
+                    label = self.random_string(rng, self.chars)
+                else:
+                    label = self.punctuated(self.train, rng)
+            if 1 <= len(label) <= self.max_len and set(label) <= set(self.charset):
+                if words == 'test' or not self.leaks(label):
+                    return label
+        raise RuntimeError(f'cannot sample a label within {self.charset!r} of length <= {self.max_len}')
+
+
+def label_sampler(charset: str = '94_full', max_label_length: int = 25, test_frac: float = 0.1) -> LabelSampler:
+    """A label sampler of the shipped word list: ``.sample(rng)`` draws the training mix (words in three cases,
+    compounds, numbers, random strings, punctuation), ``.sample(rng, 'test')`` held-out words (``test_frac`` of the
+    words). Labels are always within ``charset`` (a key of ``CHARSETS`` or the characters) and of length
+    1..``max_label_length``."""
+    charset = CHARSETS.get(charset, charset)
+    train, test = split_words(load_words(), test_frac)
+    return LabelSampler(
+        charset=charset,
+        max_len=max_label_length,
+        train=_WordPool(train, charset, max_label_length),
+        test=_WordPool(test, charset, max_label_length),
+        test_set=frozenset(test),
+    )

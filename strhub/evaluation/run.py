@@ -1,0 +1,95 @@
+"""Running a model over test sets: what ``tools/test.py`` and ``tools/learning_curve.py`` call."""
+
+import sys
+import time
+import warnings
+from typing import Dict, Sequence, Union
+
+import torch
+
+from ..data.dataset import CorruptRecordWarning, InvalidLmdbError
+from ..data.module import SceneTextDataModule
+from ..device import select_device
+from .metrics import BatchResult
+from .report import Evaluation, SetResult
+
+
+def evaluate(
+    model,
+    data_root: str,
+    groups: Union[Dict[str, Sequence[str]], Sequence[str]],
+    batch_size: int = 512,
+    num_workers: int = 4,
+    device: Union[str, torch.device, None] = 'auto',
+    rotation: int = 0,
+    openai_meanstd: bool = False,
+    progress: bool = True,
+) -> Evaluation:
+    """Evaluates ``model`` (a loaded recogniser, e.g. from ``strhub.models.load_from_checkpoint``) on test sets
+    ``<data_root>/test/<name>``, as the original ``test.py``: the model's test charset and label filter, 0.5/0.5
+    normalisation unless ``openai_meanstd``, predictions adapted to the test charset before scoring.
+
+    Every image of a set is decoded first: unreadable records are excluded (neither counted nor scored) and listed
+    in the set's ``bad_records``. A set that cannot be opened is left out, with the reason in ``skipped``.
+
+    Args:
+        groups: group name -> set names (e.g. from :func:`~strhub.evaluation.plan_test_sets`), or set names alone
+            (one group, 'Test').
+        device: where to run (``auto``: CUDA when available); the model is moved there.
+        progress: a progress bar per set on stderr.
+
+    Raises:
+        strhub.device.DeviceError: ``device`` does not exist here.
+    """
+    groups = dict(groups) if isinstance(groups, dict) else {'Test': list(groups)}
+    device = select_device(device)
+    model = model.to(device).eval()
+    hp = model.hparams
+    datamodule = SceneTextDataModule(
+        data_root,
+        '_unused_',
+        hp.img_size,
+        hp.max_label_length,
+        hp.charset_train,
+        hp.charset_test,
+        batch_size,
+        num_workers,
+        False,
+        rotation=rotation,
+        test_openai_meanstd=openai_meanstd,
+    )
+    names = list(dict.fromkeys(n for ns in groups.values() for n in ns))
+    width = max(map(len, names), default=0)
+    sets: Dict[str, SetResult] = {}
+    skipped: Dict[str, str] = {}
+    start = time.perf_counter()
+    with torch.inference_mode():
+        for k, name in enumerate(names, 1):
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter('ignore', CorruptRecordWarning)  # reported with the results instead
+                    loader = datamodule.test_dataloaders([name])[name]
+            except (OSError, InvalidLmdbError) as e:
+                skipped[name] = f'cannot be read: {e}'
+                continue
+            res = BatchResult()
+            bar = _progress(loader, f'[{k}/{len(names)}] {name:>{width}}', progress)
+            for images, labels in bar:
+                res += model.eval_batch(images.to(device, non_blocking=True), labels, validation=False)
+            sets[name] = SetResult(res, list(loader.dataset.bad_records))
+    if device.type == 'cuda':
+        torch.cuda.synchronize(device)
+    elapsed = time.perf_counter() - start
+    evaluated = {g: [n for n in ns if n in sets] for g, ns in groups.items()}
+    return Evaluation({g: ns for g, ns in evaluated.items() if ns}, sets, skipped, elapsed)
+
+
+def _progress(loader, desc: str, enabled: bool):
+    if not enabled:
+        return loader
+    from tqdm import tqdm
+
+    return tqdm(loader, desc=desc, unit='batch', file=sys.stderr)
+
+
+__all__ = ['evaluate']
