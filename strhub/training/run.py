@@ -1,0 +1,132 @@
+"""What ``tools/train.py`` runs: the trainer set-up from the Hydra config, then fit."""
+
+import math
+import warnings
+from pathlib import Path
+
+import pytorch_lightning as pl
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
+from pytorch_lightning.loggers import TensorBoardLogger
+from pytorch_lightning.strategies import DDPStrategy
+
+from strhub.models.checkpoint import model_state_dict, read_checkpoint
+from strhub.models.clip import load_state_dict_strict
+from .checkpointing import AtomicCheckpointIO, ScheduleCheck, StopOnInterrupt, remove_partial_checkpoints
+from .checks import TrainingSetupError, check_paths, check_values, choose_run_dir
+
+
+def _world_size(kw: dict) -> int:
+    return kw['devices'] * kw.get('num_nodes', 1)
+
+
+def trainer_kwargs(config: DictConfig) -> dict:
+    """Maps the original's ``trainer.gpus`` onto Lightning 2 accelerator/devices/strategy/precision."""
+    kw = OmegaConf.to_container(config.trainer, resolve=True)
+    kw.pop('_target_', None)
+    kw.pop('_convert_', None)
+    gpus = kw.pop('gpus')
+    if gpus and gpus > 0:
+        if torch.cuda.device_count() < gpus:
+            raise TrainingSetupError(
+                f'trainer.gpus={gpus} but {torch.cuda.device_count()} CUDA device(s) visible; '
+                'use trainer.gpus=0 for CPU'
+            )
+        kw.update(accelerator='gpu', devices=gpus)
+    else:
+        kw.setdefault('devices', 1)
+        kw['accelerator'] = 'cpu'
+    if kw.get('precision') is None:
+        kw['precision'] = '16-mixed' if kw['accelerator'] == 'gpu' else '32-true'
+    kw['use_distributed_sampler'] = False  # SceneTextDataModule shards (and resumes) its own sampling
+    if _world_size(kw) > 1:
+        kw['strategy'] = DDPStrategy(find_unused_parameters=config.find_unused_parameters, gradient_as_bucket_view=True)
+    # As the original: the validation interval and step budget are given for one device.
+    per_device = max(kw['devices'], 1)
+    if isinstance(kw.get('val_check_interval'), int):
+        kw['val_check_interval'] = max(kw['val_check_interval'] // per_device, 1)
+    if kw.get('max_steps', -1) > 0:
+        kw['max_steps'] = max(kw['max_steps'] // per_device, 1)
+    return kw
+
+
+def run_training(config: DictConfig, run_dir_given: bool = False) -> str:
+    """Trains as configured; returns the run directory.
+
+    Args:
+        config: the composed configuration, with ``run_dir``: the folder Hydra made for this run.
+        run_dir_given: whether the user chose that folder (``hydra.run.dir=``), which a resume then keeps.
+    """
+    check_values(config)
+    check_paths(config)
+    pl.seed_everything(config.seed, workers=True)
+    run_dir, why = choose_run_dir(config.ckpt_path, Path(config.run_dir), run_dir_given)
+    print(f'run directory: {run_dir} ({why})')
+    if run_dir != Path(config.run_dir):
+        print(f"this launch's config and log: {config.run_dir}")
+    remove_partial_checkpoints(run_dir / 'checkpoints')
+    kw = trainer_kwargs(config)
+    pretrained = None
+    if config.pretrained:  # read before the dataset is indexed: a bad file fails at once
+        pretrained = model_state_dict(
+            read_checkpoint(config.pretrained, trust=config.trust_checkpoint), config.pretrained
+        )
+
+    datamodule = instantiate(config.data)
+    batches = math.ceil(len(datamodule.train_dataset) / (config.data.batch_size * _world_size(kw)))
+    if isinstance(kw.get('val_check_interval'), int) and kw['val_check_interval'] > batches:
+        print(f'val_check_interval {kw["val_check_interval"]} > {batches} batches per epoch: validating once per epoch')
+        kw['val_check_interval'] = 1.0
+
+    model = instantiate(config.model)
+    if pretrained is not None:
+        load_state_dict_strict(model, pretrained, config.pretrained)
+        print(f'weights loaded from {config.pretrained}')
+
+    checkpoint = ModelCheckpoint(
+        dirpath=run_dir / 'checkpoints',
+        monitor='val_accuracy',
+        mode='max',
+        save_top_k=config.save_top_k,
+        filename='{epoch}-{step}-{val_accuracy:.4f}-{val_NED:.4f}',
+    )
+    # Lightning's save_last writes last.ckpt only when a best-k file is written in the same step: a run whose
+    # accuracy stalls would resume from its last improvement. This callback rewrites it at every validation.
+    last = ModelCheckpoint(
+        dirpath=run_dir / 'checkpoints',
+        filename='last',
+        monitor=None,
+        save_top_k=1,
+        save_on_train_epoch_end=False,
+        enable_version_counter=False,
+    )
+    callbacks = [checkpoint, last, LearningRateMonitor(logging_interval='step'), ScheduleCheck()]
+    if config.checkpoint_every_n_steps:  # snapshots kept for learning curves
+        callbacks.append(
+            ModelCheckpoint(
+                dirpath=run_dir / 'checkpoints' / 'steps',
+                every_n_train_steps=config.checkpoint_every_n_steps,
+                save_top_k=-1,
+                filename='{step}',
+            )
+        )
+    callbacks.append(StopOnInterrupt(Path(last.dirpath) / 'last.ckpt'))
+    trainer = pl.Trainer(
+        **kw,
+        logger=TensorBoardLogger(str(run_dir), name='', version='.'),
+        callbacks=callbacks,
+        default_root_dir=str(run_dir),
+        plugins=[AtomicCheckpointIO(trust=config.trust_checkpoint)],
+    )
+    # SceneTextDataModule restores the position inside the epoch itself (its state_dict), which Lightning's
+    # warning about mid-epoch checkpoints of non-resumable loaders does not know.
+    warnings.filterwarnings('ignore', message="You're resuming from a checkpoint that ended before the epoch ended")
+    trainer.fit(model, datamodule=datamodule, ckpt_path=config.ckpt_path)
+    if trainer.state.status == 'finished':  # validation-time checkpoints may miss the last steps
+        trainer.save_checkpoint(last.dirpath + '/last.ckpt')
+    if trainer.is_global_zero:
+        print(f'best checkpoint: {checkpoint.best_model_path or "-"} (val_accuracy {checkpoint.best_model_score})')
+        print(f'last checkpoint: {last.best_model_path}')
+    return str(run_dir)
