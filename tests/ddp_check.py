@@ -24,14 +24,13 @@ REPO = Path(__file__).resolve().parents[1]
 
 class Record(pl.Callback):
     def __init__(self, out: Path, name: str):
-        self.out, self.name, self.lrs, self.perms, self.micro = out, name, [], [], (-1, 0)
+        self.out, self.name, self.lrs, self.perms = out, name, [], []
 
     def on_train_batch_start(self, trainer, module, batch, batch_idx):
         self.lrs.append([g['lr'] for g in trainer.optimizers[0].param_groups])
         hp = module.hparams  # the permutations training_step draws for this batch (at T = 6, from torch.randperm)
-        step, micro = self.micro  # counted as training_step counts it
-        self.micro = (trainer.global_step, micro + 1 if step == trainer.global_step else 0)
-        self.perms.append(gen_tgt_perms(6, hp.perm_num, True, True, *module.permutation_rngs(self.micro[1])).tolist())
+        rngs = module.permutation_rngs(batch_idx % trainer.accumulate_grad_batches)
+        self.perms.append(gen_tgt_perms(6, hp.perm_num, True, True, *rngs).tolist())
         torch.rand(trainer.global_rank + 1)  # ranks consume the global RNG differently (as batch shapes make them)
 
     def on_train_end(self, trainer, module):

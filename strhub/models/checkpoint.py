@@ -11,7 +11,13 @@ from torch import Tensor
 
 from strhub.models.clip import load_state_dict_strict
 from strhub.models.errors import CheckpointError
-from strhub.models.serialization import UnsafeFileError, atomic_save, error_summary, load_weights_only
+from strhub.models.serialization import (
+    UnsafeFileError,
+    atomic_save,
+    error_summary,
+    load_weights_only,
+    strip_module_prefix,
+)
 from strhub.models.systems import SYSTEMS, System
 from strhub.pretrained import not_found_message, pretrained_path
 
@@ -53,8 +59,7 @@ def _weights(ckpt: Dict[str, Any], source: str) -> Dict[str, Tensor]:
     sd = ckpt.get('state_dict', ckpt)
     if not isinstance(sd, dict) or not any(isinstance(v, Tensor) for v in sd.values()):
         raise CheckpointError(f'{source} holds no state dict')
-    # 'module.': weights saved from a DDP / DataParallel wrapper
-    return {k[len('module.') :] if k.startswith('module.') else k: v for k, v in sd.items() if isinstance(v, Tensor)}
+    return strip_module_prefix({k: v for k, v in sd.items() if isinstance(v, Tensor)})
 
 
 def system_of(ckpt: Dict[str, Any], source: str) -> Tuple[System, Dict[str, Tensor]]:

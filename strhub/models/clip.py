@@ -21,6 +21,7 @@ from strhub.models.serialization import (
     error_summary,
     is_torchscript,
     load_weights_only,
+    strip_module_prefix,
     torchscript_state_dict,
 )
 
@@ -188,8 +189,7 @@ def read_clip_state_dict(path: Union[str, Path], trust: bool = False) -> Dict[st
             sd = sd[wrapper]
     if not isinstance(sd, dict) or not all(isinstance(v, Tensor) for v in sd.values()):
         raise CLIPWeightsError(f'{path} does not hold a CLIP state dict')
-    sd = {k[len('module.') :] if k.startswith('module.') else k: v for k, v in sd.items()}
-    return {k: v for k, v in sd.items() if k not in _NON_PARAM_KEYS}
+    return {k: v for k, v in strip_module_prefix(sd).items() if k not in _NON_PARAM_KEYS}
 
 
 def load_clip(path: Union[str, Path], arch: Optional[CLIPArch] = None, trust: bool = False) -> CLIP:

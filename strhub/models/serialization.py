@@ -129,6 +129,11 @@ def _unsafe_globals(path: Union[str, Path]) -> List[str]:
         return []
 
 
+def strip_module_prefix(state_dict: Dict[str, Any]) -> Dict[str, Any]:
+    """The keys without the ``module.`` that a DDP / DataParallel wrapper puts before them."""
+    return {k[len('module.') :] if k.startswith('module.') else k: v for k, v in state_dict.items()}
+
+
 def atomic_save(obj: Any, path: Union[str, Path]) -> Path:
     """``torch.save`` that never leaves a partial file at ``path``: the data goes to a temporary file in the same
     folder (so the final rename is atomic on any filesystem), is fsynced, then renamed over ``path``. A kill at any

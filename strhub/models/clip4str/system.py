@@ -104,7 +104,6 @@ class CLIP4STRSystem(BaseSystem):
             image_detach,
         )
         self.frozen_modules = self._freeze(image_freeze_nlayer, text_freeze_nlayer)
-        self._micro_batch = (-1, 0)  # (optimizer step, micro-batch within it) of the last training batch
 
     # -- inference -------------------------------------------------------------------------------------
     @property
@@ -201,11 +200,9 @@ class CLIP4STRSystem(BaseSystem):
         images, labels = batch
         max_len = max(len(y) for y in labels)
         hp = self.hparams
-        # The micro-batch within the optimizer step (gradient accumulation), counted here rather than derived from
-        # Lightning's batch numbering, which restarts every epoch.
-        step, micro = self._micro_batch
-        self._micro_batch = (self.global_step, micro + 1 if step == self.global_step else 0)
-        rngs = self.permutation_rngs(self._micro_batch[1])
+        # The micro-batch within the optimizer step: Lightning steps after every accumulate_grad_batches batches of an
+        # epoch (and at its end), counting from 0 at each epoch start and after a resume alike.
+        rngs = self.permutation_rngs(batch_idx % self.trainer.accumulate_grad_batches)
         perms = gen_tgt_perms(max_len, hp.perm_num, hp.perm_forward, hp.perm_mirrored, *rngs)
         loss = self.training_loss(images, labels, perms)
         self.log('loss', loss, prog_bar=True, batch_size=len(labels))
