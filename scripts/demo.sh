@@ -16,8 +16,8 @@ step "2/5 Rendering the synthetic dataset into $dir/data (train/val/test LMDBs)"
 if [ -f "$dir/data/meta.json" ]; then
     echo "already there: $dir/data"
 else
-    python3 tools/make_synthetic_dataset.py --out "$dir/data" --num-train "${DEMO_TRAIN:-20000}" --num-val 500 \
-        --num-test 500
+    python3 tools/make_synthetic_dataset.py --out "$dir/data" --num_train "${DEMO_TRAIN:-20000}" --num_val 500 \
+        --num_test 500
 fi
 
 step "3/5 Training the tiny CLIP4STR on CPU for ${DEMO_STEPS:-300} steps (loss should fall)"

@@ -17,8 +17,8 @@ steps="${BENCH_STEPS:-32000}"
 every="${BENCH_EVERY:-2000}"   # steps between snapshots
 
 if [ ! -f "$data/meta.json" ]; then
-    python3 tools/make_synthetic_dataset.py --out "$data" --num-train "${BENCH_TRAIN:-1000000}" --num-val 2000 \
-        --num-test 2000
+    python3 tools/make_synthetic_dataset.py --out "$data" --num_train "${BENCH_TRAIN:-1000000}" --num_val 2000 \
+        --num_test 2000
 fi
 resume=()
 [ -f "$run/checkpoints/last.ckpt" ] && resume=("ckpt_path='$run/checkpoints/last.ckpt'")

@@ -16,7 +16,7 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from pytorch_lightning.callbacks import ModelCheckpoint
 
-from strhub.models.clip4str.perm import gen_tgt_perms
+from strhub.models.parseq import gen_tgt_perms
 from strhub.training import trainer_kwargs
 
 REPO = Path(__file__).resolve().parents[1]

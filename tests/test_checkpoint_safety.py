@@ -174,7 +174,7 @@ def test_export_writes_atomically_and_checks_the_destination(tmp_path):
         text=True,
         timeout=300,
     )
-    assert proc.returncode == 1 and 'cannot write' in proc.stderr and str(blocker) in proc.stderr, proc.stderr
+    assert proc.returncode == 2 and 'cannot write' in proc.stderr and str(blocker) in proc.stderr, proc.stderr
     assert 'Traceback' not in proc.stderr
     out = export_checkpoint('clip4str-tiny', tmp_path / 'tiny.ckpt')
     assert sorted(p.name for p in tmp_path.iterdir()) == ['a_file', 'tiny.ckpt']  # no temporary left

@@ -11,6 +11,7 @@ import lmdb
 import pytest
 from PIL import Image
 from helpers import load_tool
+from _cli import run_cli
 
 ROOT = Path(__file__).resolve().parents[1]
 TOOL = ROOT / 'tools' / 'create_lmdb_dataset.py'
@@ -104,6 +105,13 @@ def _run(*args):
     return subprocess.run([sys.executable, str(TOOL), *map(str, args)], capture_output=True, text=True, cwd=ROOT)
 
 
+def _main(*args) -> int:
+    """The tool in-process, as its command line runs it: the exit code."""
+    with pytest.raises(SystemExit) as e:
+        run_cli(tool.main, list(map(str, args)), prog='create_lmdb_dataset.py')
+    return e.value.code
+
+
 def test_cli(folder, tmp_path):
     root, gt, _ = folder
     r = _run(root, tmp_path / 'missing_gt.txt', tmp_path / 'out')
@@ -171,8 +179,10 @@ def test_interrupted_run_keeps_old_lmdb(folder, tmp_path, monkeypatch, capsys):
         tool.create_lmdb_dataset(root, gt, tmp_path / 'other')
     assert sorted(p.name for p in tmp_path.iterdir()) == ['gt.txt', 'images', 'lmdb']  # no 'other', no temporary
     checked.clear()
-    assert tool.main([str(root), str(gt), str(out), '--overwrite']) == 130
-    assert capsys.readouterr().err.splitlines()[-1] == f'interrupted: {out} left as it was'
+    assert _main(root, gt, out, '--overwrite') == 130
+    assert (
+        capsys.readouterr().err.splitlines()[-1] == f'create_lmdb_dataset.py: error: interrupted: {out} left as it was'
+    )
     assert read_lmdb(out) == expected
 
 
@@ -182,9 +192,13 @@ def test_unwritable_destination(folder, tmp_path):
     blocker.write_text('')
     r = _run(root, gt, blocker / 'lmdb')  # the parent is a regular file: fails even for root
     assert r.returncode == 2 and r.stdout == ''  # refused before any image is read (no report)
-    assert r.stderr.strip().splitlines() == [f'error: cannot write the LMDB in {blocker}: not a folder']
+    assert r.stderr.strip().splitlines() == [
+        f'create_lmdb_dataset.py: error: cannot write the LMDB in {blocker}: not a folder'
+    ]
     r = _run(root, gt, blocker)
-    assert r.returncode == 2 and r.stderr.strip().splitlines() == [f'error: {blocker} exists and is not a folder']
+    assert r.returncode == 2 and r.stderr.strip().splitlines() == [
+        f'create_lmdb_dataset.py: error: {blocker} exists and is not a folder'
+    ]
 
 
 def test_permission_denied_is_one_line(folder, tmp_path, monkeypatch, capsys):
@@ -194,8 +208,11 @@ def test_permission_denied_is_one_line(folder, tmp_path, monkeypatch, capsys):
 
     root, gt, _ = folder
     monkeypatch.setattr(tool.tempfile, 'mkdtemp', denied)
-    assert tool.main([str(root), str(gt), str(tmp_path / 'lmdb')]) == 2
-    assert capsys.readouterr() == ('', f'error: cannot write the LMDB in {tmp_path}: Permission denied\n')
+    assert _main(root, gt, tmp_path / 'lmdb') == 2
+    assert capsys.readouterr() == (
+        '',
+        f'create_lmdb_dataset.py: error: cannot write the LMDB in {tmp_path}: Permission denied\n',
+    )
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason='root writes to read-only folders')
@@ -208,4 +225,6 @@ def test_read_only_destination(folder, tmp_path):
     finally:
         locked.chmod(0o755)
     assert r.returncode == 2 and r.stdout == '' and 'Traceback' not in r.stderr
-    assert r.stderr.strip().splitlines() == [f'error: cannot write the LMDB in {locked}: Permission denied']
+    assert r.stderr.strip().splitlines() == [
+        f'create_lmdb_dataset.py: error: cannot write the LMDB in {locked}: Permission denied'
+    ]

@@ -178,7 +178,6 @@ def test_class_constants():
     )
     assert dm.TEST_NEW == ('ArT', 'COCOv1.4', 'Uber')
     assert dm.TEST_ALL == dm.TEST_BENCHMARK + dm.TEST_NEW
-    assert dm.get_transform is get_transform
 
 
 # --- Transforms ------------------------------------------------------------------------------------------------------

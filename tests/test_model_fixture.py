@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from strhub.models import load_from_checkpoint
-from strhub.models.clip4str.perm import gen_tgt_perms, generate_attn_masks
+from strhub.models.parseq import gen_tgt_perms, generate_attn_masks
 
 FIXTURES = Path(__file__).resolve().parent / 'fixtures' / 'original_tiny'  # written by the original code
 # The README's claim: logits within 1e-5 of the original's (1.9e-6 measured on an AVX2 AMD EPYC).

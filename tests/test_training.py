@@ -12,7 +12,7 @@ import torch
 from hydra.utils import instantiate
 
 from strhub.models import load_from_checkpoint
-from strhub.models.clip4str.perm import gen_tgt_perms
+from strhub.models.parseq import gen_tgt_perms
 
 REPO = Path(__file__).resolve().parents[1]
 # The tiny experiment made tinier still, so that a CPU step takes a fraction of a second.
@@ -167,6 +167,24 @@ def test_fails_fast_on_missing_paths(tmp_path, synthetic_root):
         tmp_path, f'data.root_dir={synthetic_root}', 'model.clip_pretrained=missing/ViT-B-16.pt', check=False
     )
     assert proc.returncode == 2 and 'model.clip_pretrained file not found: missing/ViT-B-16.pt' in proc.stderr
+
+
+def test_help_shows_examples_and_the_config():
+    proc = subprocess.run(
+        [sys.executable, str(REPO / 'tools/train.py'), '--help'], capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    assert out.startswith('tools/train.py: train CLIP4STR')
+    for shown in (
+        '$CLIP_ROOT/ViT-B-16.pt',
+        'trainer.accumulate_grad_batches=2',
+        "ckpt_path='outputs/RUN",
+        'pretrained=',
+    ):
+        assert shown in out, shown
+    assert 'experiment: clip4str-b16, clip4str-b32, clip4str-h14, clip4str-l14, clip4str-tiny' in out
+    assert '\nmodel:\n  _convert_: all\n' in out  # the config itself
 
 
 @pytest.mark.parametrize(

@@ -5,13 +5,17 @@ import time
 
 import pytest
 import torch
+from hydra.utils import instantiate
+from omegaconf import open_dict
 
+from strhub.models.systems import CLIP4STR
 from strhub.training import (
     AtomicCheckpointIO,
     TrainingSetupError,
     check_checkpoint_file,
     check_values,
     choose_run_dir,
+    run_training,
 )
 from test_training import TINY, run_train, start_train, wait_for_checkpoint
 
@@ -156,7 +160,10 @@ def test_where_a_resumed_run_writes(tmp_path):
 def test_a_failed_start_is_one_line_and_leaves_no_run_folder(tmp_path, synthetic_root):
     run = tmp_path / 'x'
     proc = run_train(run, f'data.root_dir={synthetic_root}', 'model.batch_size=abc', check=False)
-    assert proc.returncode == 2 and proc.stderr.strip() == "error: model.batch_size='abc' must be a positive integer"
+    assert (
+        proc.returncode == 2
+        and proc.stderr.strip() == "train.py: error: model.batch_size='abc' must be a positive integer"
+    )
     assert not run.exists()
     # A run folder that holds anything else is kept: here a run resumed from a checkpoint a kill truncated.
     run = tmp_path / 'run'
@@ -165,5 +172,43 @@ def test_a_failed_start_is_one_line_and_leaves_no_run_folder(tmp_path, synthetic
     last.write_bytes(b'PK\x03\x04 cut short')
     proc = run_train(run, f'data.root_dir={synthetic_root}', f'ckpt_path={last}', check=False)
     assert proc.returncode == 2 and 'Traceback' not in proc.stderr
-    assert proc.stderr.strip() == f'error: ckpt_path {last} is truncated or not a checkpoint (File is not a zip file)'
+    assert (
+        proc.stderr.strip()
+        == f'train.py: error: ckpt_path {last} is truncated or not a checkpoint (File is not a zip file)'
+    )
     assert last.read_bytes() == b'PK\x03\x04 cut short'
+
+
+def test_pretrained_of_another_shape_names_the_parameter_and_both_shapes(tmp_path, synthetic_root, compose_config):
+    # A checkpoint for labels up to 30 characters, fine-tuned at the tiny experiment's 25.
+    model = instantiate(compose_config(TINY + ['model.max_label_length=30']).model)
+    path = tmp_path / 'long.ckpt'
+    torch.save({'system': CLIP4STR, 'state_dict': model.state_dict(), 'hyper_parameters': dict(model.hparams)}, path)
+    run = tmp_path / 'run'
+    proc = run_train(run, f'data.root_dir={synthetic_root}', f'pretrained={path}', check=False)
+    assert proc.returncode == 2 and 'Traceback' not in proc.stderr, proc.stderr[-3000:]
+    assert proc.stderr.strip().splitlines()[-1] == (
+        f'train.py: error: pretrained={path} does not fit the model: 2 shape mismatch: '
+        'model.visual_decoder.pos_queries: checkpoint (1, 31, 64), model (1, 26, 64); '
+        'model.cross_decoder.pos_queries: checkpoint (1, 31, 64), model (1, 26, 64)'
+    )
+    assert not run.exists()
+
+
+def test_a_clip_file_of_another_architecture_is_a_setup_error(tmp_path, synthetic_root, compose_config):
+    clip = instantiate(compose_config(TINY + ['model.clip_arch.vision_layers=2']).model).model.clip_model
+    path = tmp_path / 'clip.pt'
+    torch.save(clip.state_dict(), path)
+    config = compose_config(
+        TINY + [f'data.root_dir={synthetic_root}', f'model.clip_pretrained={path}', 'model.pos_embed_init=null']
+    )
+    with open_dict(config):
+        config.run_dir = str(tmp_path / 'run')
+    with pytest.raises(TrainingSetupError, match=r'^model: .*clip.pt is another CLIP architecture.*vision_layers'):
+        run_training(config)
+    # A conflicting option the model's constructor refuses: also one line naming the config group.
+    config = compose_config(TINY + [f'data.root_dir={synthetic_root}', f'model.clip_pretrained={path}'])
+    with open_dict(config):
+        config.run_dir = str(tmp_path / 'run')
+    with pytest.raises(TrainingSetupError, match='^model: pos_embed_init=sincos is for a random CLIP'):
+        run_training(config)

@@ -18,24 +18,19 @@ Exit codes: 0 written, 1 nothing valid to write, 2 bad arguments or destination 
 output, a destination that cannot be written), 130 interrupted.
 """
 
-import argparse
 import io
 import os
 import shutil
-import sys
 import tempfile
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, List, Optional, Tuple, Union
 
+from _cli import ArgumentParser, CLIError, run_cli
 from PIL import Image
 
-ROOT = Path(__file__).resolve().parents[1]
-if (ROOT / 'strhub').is_dir():  # run from a checkout: use its code, installed or not
-    sys.path.insert(0, str(ROOT))
-
-from strhub.data.lmdb_io import write_lmdb  # noqa: E402
+from strhub.data.lmdb_io import write_lmdb
 
 MALFORMED, EMPTY_LABEL, MISSING, INVALID = 'malformed line', 'empty label', 'missing image', 'invalid image'
 LMDB_FILES = ('data.mdb', 'lock.mdb')
@@ -201,30 +196,27 @@ def create_lmdb_dataset(
     return report
 
 
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def main(argv: Optional[List[str]] = None) -> int:
+    p = ArgumentParser(description=__doc__)
     p.add_argument('input_dir', help='folder the image paths in GT_FILE are relative to')
     p.add_argument('gt_file', help='ground truth: "path<TAB>label" per line')
     p.add_argument('output_dir', help='LMDB folder to create')
     p.add_argument('--overwrite', action='store_true', help='replace an existing LMDB at OUTPUT_DIR')
-    p.add_argument('--max-examples', type=int, default=10, help='skipped lines to show (default: %(default)s)')
+    p.add_argument('--max_examples', type=int, default=10, help='skipped lines to show')
     args = p.parse_args(argv)
     try:
         report = create_lmdb_dataset(
             args.input_dir, args.gt_file, args.output_dir, args.overwrite, args.max_examples, progress=True
         )
     except OSError as e:  # missing inputs, existing or unwritable output (one-line messages)
-        print(f'error: {e}', file=sys.stderr)
-        return 2
+        raise CLIError(str(e)) from None
     except KeyboardInterrupt:
-        print(f'interrupted: {args.output_dir} left as it was', file=sys.stderr)
-        return 130
+        raise CLIError(f'interrupted: {args.output_dir} left as it was', exit_code=130) from None
     print(report)
     if not report.written:
-        print('error: no valid sample was found', file=sys.stderr)
-        return 1
+        raise CLIError('no valid sample was found', exit_code=1)
     return 0
 
 
 if __name__ == '__main__':
-    sys.exit(main())
+    run_cli(main, prog='create_lmdb_dataset.py')

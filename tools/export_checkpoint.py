@@ -4,12 +4,13 @@
 python tools/export_checkpoint.py runs/tiny/checkpoints/last.ckpt strhub/pretrained/clip4str_tiny.ckpt
 """
 
-import argparse
 import os
-import sys
 from pathlib import Path
+from typing import List, Optional
 
-from strhub.models.checkpoint import CheckpointError, export_checkpoint
+from _cli import ArgumentParser, CLIError, run_cli
+
+from strhub.models.checkpoint import export_checkpoint
 
 
 def _unwritable(dst: Path) -> str:
@@ -24,27 +25,25 @@ def _unwritable(dst: Path) -> str:
     return ''
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-    parser.add_argument('src')
-    parser.add_argument('dst')
-    parser.add_argument('--fp32', action='store_true', help='keep float32 weights')
+def main(argv: Optional[List[str]] = None) -> int:
+    parser = ArgumentParser(description=__doc__)
+    parser.add_argument('src', help='checkpoint to export (ours, a released one, or a shipped model by name)')
+    parser.add_argument('dst', help='file to write (replaced atomically)')
+    parser.add_argument('--fp32', action='store_true', help='keep float32 weights (default: float16)')
     parser.add_argument(
         '--trust_checkpoint',
         action='store_true',
         help='load a checkpoint that pickles objects other than tensors and plain data, which can run code: '
         'only for files you trust',
     )
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     reason = _unwritable(Path(args.dst))
     if reason:
-        sys.exit(f'error: cannot write {args.dst}: {reason}')
-    try:
-        out = export_checkpoint(args.src, args.dst, half=not args.fp32, trust=args.trust_checkpoint)
-    except CheckpointError as e:
-        sys.exit(f'error: {e}')
+        raise CLIError(f'cannot write {args.dst}: {reason}')
+    out = export_checkpoint(args.src, args.dst, half=not args.fp32, trust=args.trust_checkpoint)
     print(f'wrote {out} ({out.stat().st_size / 2**20:.1f} MiB)')
+    return 0
 
 
 if __name__ == '__main__':
-    main()
+    run_cli(main, prog='export_checkpoint.py')

@@ -13,11 +13,10 @@ and checkpointing, as a user waiting for the run sees it). Each snapshot's resul
 import csv
 import json
 import re
-import sys
 from pathlib import Path
 from typing import List, Optional
 
-from _cli import ArgumentParser
+from _cli import ArgumentParser, CLIError, run_cli
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 
@@ -48,7 +47,7 @@ def evaluate(ckpt: Path, data_root: str, batch_size: int, openai_meanstd: bool) 
     return sets
 
 
-def main(argv: Optional[List[str]] = None) -> None:
+def main(argv: Optional[List[str]] = None) -> int:
     parser = ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('run_dir', type=Path, help='the run folder (holds checkpoints/steps/ and the TensorBoard log)')
     parser.add_argument('--data_root', required=True, help='dataset root holding test/<name>/data.mdb')
@@ -63,7 +62,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     steps_dir = args.run_dir / 'checkpoints' / 'steps'
     snapshots = sorted(steps_dir.glob('step=*.ckpt'), key=lambda p: int(re.search(r'step=(\d+)', p.name).group(1)))
     if not snapshots:
-        sys.exit(f'error: no snapshots in {steps_dir} (train with checkpoint_every_n_steps)')
+        raise CLIError(f'no snapshots in {steps_dir} (train with checkpoint_every_n_steps)')
     start = run_start(args.run_dir)
     rows = []
     for ckpt in snapshots:
@@ -103,7 +102,8 @@ def main(argv: Optional[List[str]] = None) -> None:
     fig.tight_layout()
     fig.savefig(f'{prefix}.png', dpi=120)
     print(f'wrote {prefix}.csv, {prefix}.md, {prefix}.png')
+    return 0
 
 
 if __name__ == '__main__':
-    main()
+    run_cli(main, prog='learning_curve.py')

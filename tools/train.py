@@ -1,11 +1,6 @@
 #!/usr/bin/env python3
-"""Train CLIP4STR (Hydra). Examples:
-
-    python tools/train.py +experiment=clip4str-b16 model.clip_pretrained=$CLIP_ROOT/ViT-B-16.pt \\
-        data.root_dir=$STR_DATA_ROOT trainer.gpus=8 model.batch_size=128
-    python tools/train.py +experiment=clip4str-tiny            # CPU, built-in synthetic data
-    python tools/train.py ... ckpt_path=outputs/RUN/checkpoints/last.ckpt   # resume exactly
-"""
+"""Train CLIP4STR: Hydra overrides on the command line; ``python tools/train.py --help`` shows examples (written in
+``configs/main.yaml``, ``hydra.help``) and the config."""
 
 import os
 import shutil
@@ -53,7 +48,7 @@ def main(config: DictConfig) -> None:
         run_training(config, run_dir_given=run_dir_given(hydra_config))
     except (TrainingSetupError, CheckpointError) as e:
         remove_if_only_hydra_files(run_dir, hydra_config)
-        print(f'error: {e}', file=sys.stderr)
+        print(f'train.py: error: {e}', file=sys.stderr)
         sys.exit(2)
 
 

@@ -140,9 +140,6 @@ class SceneTextDataModule(pl.LightningDataModule):
         self._val_dataset: Optional[Dataset] = None
         self._resume_position: Optional[Dict[str, int]] = None
 
-    # Kept as a static method: the original's test.py/read.py call SceneTextDataModule.get_transform(...).
-    get_transform = staticmethod(get_transform)
-
     def _dataset_kwargs(self, charset: str) -> dict:
         return dict(
             charset=charset,

@@ -1,5 +1,6 @@
 """Running a model over test sets: what ``tools/test.py`` and ``tools/learning_curve.py`` call."""
 
+import os
 import sys
 import time
 import warnings
@@ -53,7 +54,7 @@ def evaluate(
         hp.charset_train,
         hp.charset_test,
         batch_size,
-        num_workers,
+        min(num_workers, os.cpu_count() or 1),  # more workers than cores only contend
         False,
         rotation=rotation,
         test_openai_meanstd=openai_meanstd,

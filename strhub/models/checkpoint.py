@@ -9,12 +9,13 @@ import pytorch_lightning as pl
 import torch
 from torch import Tensor
 
-from strhub.models.clip import load_state_dict_strict
 from strhub.models.errors import CheckpointError
 from strhub.models.serialization import (
     UnsafeFileError,
+    WeightsMismatchError,
     atomic_save,
     error_summary,
+    load_state_dict_strict,
     load_weights_only,
     strip_module_prefix,
 )
@@ -108,7 +109,10 @@ def load_from_checkpoint(path: Union[str, Path], trust: bool = False, **override
     if unknown:
         raise CheckpointError(f'unknown override(s) {unknown}; valid: {", ".join(valid)}')
     model = system.cls(**{**kwargs, **overrides})
-    load_state_dict_strict(model, sd, source)
+    try:
+        load_state_dict_strict(model, sd, source)
+    except WeightsMismatchError as e:
+        raise CheckpointError(str(e)) from None
     return model.eval()
 
 

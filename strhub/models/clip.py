@@ -18,8 +18,10 @@ from torch import Tensor
 
 from strhub.models.serialization import (
     UnsafeFileError,
+    WeightsMismatchError,
     error_summary,
     is_torchscript,
+    load_state_dict_strict,
     load_weights_only,
     strip_module_prefix,
     torchscript_state_dict,
@@ -214,27 +216,11 @@ def load_clip(path: Union[str, Path], arch: Optional[CLIPArch] = None, trust: bo
             raise CLIPWeightsError(f'{path} is another CLIP architecture than configured: ' + '; '.join(diff))
         found.head_width = arch.head_width
     model = build_clip(found)
-    load_state_dict_strict(model, {k: v.half().float() for k, v in sd.items()}, str(path))
+    try:
+        load_state_dict_strict(model, {k: v.half().float() for k, v in sd.items()}, str(path))
+    except WeightsMismatchError as e:
+        raise CLIPWeightsError(str(e)) from None
     return model
-
-
-def load_state_dict_strict(module: torch.nn.Module, state_dict: Dict[str, Tensor], source: str) -> None:
-    """``load_state_dict(strict=True)`` with one readable error naming the source and first offending keys."""
-    own = module.state_dict()
-    missing = [k for k in own if k not in state_dict]
-    unexpected = [k for k in state_dict if k not in own]
-    mismatched = [
-        f'{k} {tuple(state_dict[k].shape)} vs {tuple(v.shape)}'
-        for k, v in own.items()
-        if k in state_dict and state_dict[k].shape != v.shape
-    ]
-    problems = []
-    for name, keys in (('missing keys', missing), ('unexpected keys', unexpected), ('shape mismatch', mismatched)):
-        if keys:
-            problems.append(f'{len(keys)} {name}: {", ".join(keys[:5])}{" ..." if len(keys) > 5 else ""}')
-    if problems:
-        raise CLIPWeightsError(f'{source} does not fit the model: ' + '; '.join(problems))
-    module.load_state_dict(state_dict, strict=True)
 
 
 def encode_image(clip: CLIP, images: Tensor) -> Tensor:

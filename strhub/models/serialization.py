@@ -26,6 +26,10 @@ class UnsafeFileError(ValueError):
     """A file that pickles objects beyond tensors and plain data: loading it in full can run code."""
 
 
+class WeightsMismatchError(ValueError):
+    """A state dict whose keys or shapes differ from the model's; callers re-raise it as their own error."""
+
+
 class DiscardedObject:
     """Stands in for a pickled object that inference never uses, so it is neither built nor called.
 
@@ -132,6 +136,27 @@ def _unsafe_globals(path: Union[str, Path]) -> List[str]:
 def strip_module_prefix(state_dict: Dict[str, Any]) -> Dict[str, Any]:
     """The keys without the ``module.`` that a DDP / DataParallel wrapper puts before them."""
     return {k[len('module.') :] if k.startswith('module.') else k: v for k, v in state_dict.items()}
+
+
+def load_state_dict_strict(module: torch.nn.Module, state_dict: Dict[str, Tensor], source: str) -> None:
+    """``module.load_state_dict(strict=True)`` with one readable :class:`WeightsMismatchError` naming ``source``
+    and the first offending keys, with both shapes for a shape mismatch."""
+    own = module.state_dict()
+    missing = [k for k in own if k not in state_dict]
+    unexpected = [k for k in state_dict if k not in own]
+    mismatched = [
+        f'{k}: checkpoint {tuple(state_dict[k].shape)}, model {tuple(v.shape)}'
+        for k, v in own.items()
+        if k in state_dict and state_dict[k].shape != v.shape
+    ]
+    problems = []
+    for name, keys in (('missing keys', missing), ('unexpected keys', unexpected), ('shape mismatch', mismatched)):
+        if keys:
+            sep = '; ' if keys is mismatched else ', '  # the shapes hold commas
+            problems.append(f'{len(keys)} {name}: {sep.join(keys[:5])}{" ..." if len(keys) > 5 else ""}')
+    if problems:
+        raise WeightsMismatchError(f'{source} does not fit the model: ' + '; '.join(problems))
+    module.load_state_dict(state_dict, strict=True)
 
 
 def atomic_save(obj: Any, path: Union[str, Path]) -> Path:

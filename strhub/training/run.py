@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
@@ -13,9 +14,11 @@ from pytorch_lightning.loggers import TensorBoardLogger
 from pytorch_lightning.strategies import DDPStrategy
 
 from strhub.models.checkpoint import model_state_dict, read_checkpoint
-from strhub.models.clip import load_state_dict_strict
+from strhub.models.serialization import WeightsMismatchError, load_state_dict_strict
 from .checkpointing import AtomicCheckpointIO, ScheduleCheck, StopOnInterrupt, remove_partial_checkpoints
 from .checks import TrainingSetupError, check_paths, check_values, choose_run_dir
+
+_STRHUB = Path(__file__).resolve().parents[1]
 
 
 def _world_size(kw: dict) -> int:
@@ -52,6 +55,25 @@ def trainer_kwargs(config: DictConfig) -> dict:
     return kw
 
 
+def _raised_by_strhub(e: BaseException) -> bool:
+    """A ValueError that strhub's own checks raised (bad input or config), not one from deeper down (a bug)."""
+    tb = e.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    return isinstance(e, ValueError) and tb is not None and Path(tb.tb_frame.f_code.co_filename).is_relative_to(_STRHUB)
+
+
+def _build(node: DictConfig, key: str):
+    """``instantiate(node)``; bad input caught by strhub's checks inside it (a CLIP file of another architecture,
+    conflicting options) becomes a one-line TrainingSetupError naming the config key instead of Hydra's wrapper."""
+    try:
+        return instantiate(node)
+    except InstantiationException as e:
+        if _raised_by_strhub(e.__cause__):
+            raise TrainingSetupError(f'{key}: {e.__cause__}') from None
+        raise
+
+
 def run_training(config: DictConfig, run_dir_given: bool = False) -> str:
     """Trains as configured; returns the run directory.
 
@@ -74,15 +96,18 @@ def run_training(config: DictConfig, run_dir_given: bool = False) -> str:
             read_checkpoint(config.pretrained, trust=config.trust_checkpoint), config.pretrained
         )
 
-    datamodule = instantiate(config.data)
+    datamodule = _build(config.data, 'data')
     batches = math.ceil(len(datamodule.train_dataset) / (config.data.batch_size * _world_size(kw)))
     if isinstance(kw.get('val_check_interval'), int) and kw['val_check_interval'] > batches:
         print(f'val_check_interval {kw["val_check_interval"]} > {batches} batches per epoch: validating once per epoch')
         kw['val_check_interval'] = 1.0
 
-    model = instantiate(config.model)
+    model = _build(config.model, 'model')
     if pretrained is not None:
-        load_state_dict_strict(model, pretrained, config.pretrained)
+        try:
+            load_state_dict_strict(model, pretrained, config.pretrained)
+        except WeightsMismatchError as e:
+            raise TrainingSetupError(f'pretrained={e}') from None
         print(f'weights loaded from {config.pretrained}')
 
     checkpoint = ModelCheckpoint(

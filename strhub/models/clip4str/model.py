@@ -18,20 +18,7 @@ from torch import Tensor, nn
 
 from strhub.data.utils import CharsetAdapter, Tokenizer
 from strhub.models.clip import BpeTokenizer, encode_image, encode_text
-from strhub.models.clip4str.decoder import Decoder
-
-
-def causal_mask(size: int, device: torch.device) -> Tensor:
-    """(size, size) float mask, -inf above the diagonal."""
-    return torch.triu(torch.full((size, size), float('-inf'), device=device), 1)
-
-
-def cloze_mask(size: int, device: torch.device) -> Tensor:
-    """Refinement mask: query k sees every context position except k + 1 (its own token)."""
-    mask = torch.zeros(size, size, device=device)
-    idx = torch.arange(size - 1, device=device)
-    mask[idx, idx + 1] = float('-inf')
-    return mask
+from strhub.models.parseq import Decoder, causal_mask, cloze_mask
 
 
 class CLIP4STR(nn.Module):

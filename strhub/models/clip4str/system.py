@@ -13,7 +13,7 @@ from torch.optim.lr_scheduler import OneCycleLR
 from strhub.models.base import BaseSystem
 from strhub.models.clip import CLIPArch, build_clip, clip_arch_of, init_sincos_pos_embed, load_clip
 from strhub.models.clip4str.model import CLIP4STR
-from strhub.models.clip4str.perm import gen_tgt_perms, generate_attn_masks
+from strhub.models.parseq import gen_tgt_perms, generate_attn_masks
 
 SYSTEM_NAME = 'clip4str'  # recorded in checkpoints, the key of strhub.models.systems.SYSTEMS
 

@@ -1,4 +1,4 @@
-"""PARSeq's two-stream (query / content) pre-LN decoder, used twice by CLIP4STR (visual and cross-modal)."""
+"""PARSeq's two-stream (query / content) pre-LN decoder; CLIP4STR uses it twice (visual and cross-modal)."""
 
 import copy
 import math

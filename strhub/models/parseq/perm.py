@@ -1,4 +1,5 @@
-"""Permuted sequence modelling (PSM): the permutations of a batch and their attention masks."""
+"""Permuted sequence modelling (PSM): the permutations of a batch and their attention masks, and the masks of
+inference (left-to-right decoding, cloze refinement)."""
 
 import math
 from itertools import permutations
@@ -80,3 +81,16 @@ def generate_attn_masks(perm: Tensor) -> Tuple[Tensor, Tensor]:
     content_mask = mask[:-1, :-1].clone()
     mask.fill_diagonal_(float('-inf'))
     return content_mask, mask[1:, :-1]
+
+
+def causal_mask(size: int, device: torch.device) -> Tensor:
+    """(size, size) float mask, -inf above the diagonal."""
+    return torch.triu(torch.full((size, size), float('-inf'), device=device), 1)
+
+
+def cloze_mask(size: int, device: torch.device) -> Tensor:
+    """Refinement mask: query k sees every context position except k + 1 (its own token)."""
+    mask = torch.zeros(size, size, device=device)
+    idx = torch.arange(size - 1, device=device)
+    mask[idx, idx + 1] = float('-inf')
+    return mask
