@@ -9,6 +9,12 @@ Inference runs in stages with tensor interfaces (:meth:`CLIP4STR.forward_branche
    host: string decoding and BPE);
 4. :meth:`~CLIP4STR.cross_memory` and :meth:`~CLIP4STR.decode_cross`: memory + token ids -> cross-modal logits;
 5. :meth:`~CLIP4STR.refine`: a cloze pass of a decoder over its previous prediction.
+
+:meth:`~CLIP4STR.forward_branches` computes what the original computes at a fraction of its cost: each decoder's
+keys/values of the memory once per memory (the image tokens projected once for the cross-modal decoder, the text
+tokens again only for captions that changed), the text encoder only for captions that refinement changed, and
+autoregressive steps at the cost of one position (:meth:`~strhub.models.parseq.Decoder.step`). The original's
+computation is :func:`strhub.models.clip4str.reference.forward_branches`.
 """
 
 from typing import List, Optional, Tuple
@@ -18,7 +24,7 @@ from torch import Tensor, nn
 
 from strhub.data.utils import CharsetAdapter, Tokenizer
 from strhub.models.clip import BpeTokenizer, encode_image, encode_text
-from strhub.models.parseq import Decoder, causal_mask, cloze_mask
+from strhub.models.parseq import KV, ContextCache, Decoder, cloze_mask
 
 
 class CLIP4STR(nn.Module):
@@ -100,7 +106,7 @@ class CLIP4STR(nn.Module):
 
     def decode_visual(self, memory: Tensor, num_steps: int, stop_early: bool) -> Tensor:
         """Stage 2, visual logits (N, L, C) with L <= ``num_steps`` (fewer after an early stop)."""
-        return self._decode(self.visual_decoder, memory, num_steps, stop_early)
+        return self.decode(self.visual_decoder, self.visual_decoder.memory_kv(memory), num_steps, stop_early)
 
     def captions(self, visual_logits: Tensor) -> List[str]:
         """Greedy strings of the visual prediction, adapted to the test charset."""
@@ -110,6 +116,14 @@ class CLIP4STR(nn.Module):
     def caption_tokens(self, visual_logits: Tensor) -> Tensor:
         """Stage 3, CLIP token ids (N, context_length) of :meth:`captions`, on the logits' device."""
         return self.bpe(self.captions(visual_logits)).to(visual_logits.device)
+
+    def encode_caption(self, caption_tokens: Tensor) -> Tensor:
+        """CLIP text features of every caption token: (N, context_length) -> (N, context_length, D)."""
+        return encode_text(self.clip_model, caption_tokens)
+
+    def cross_image(self, memory: Tensor) -> Tensor:
+        """The image part of the cross-modal memory (detached with ``image_detach``)."""
+        return memory.detach() if self.image_detach else memory
 
     def cross_memory(self, memory: Tensor, caption_tokens: Tensor) -> Tensor:
         """Stage 4a, memory of the cross-modal decoder: [image tokens ; CLIP text features of the caption].
@@ -121,47 +135,46 @@ class CLIP4STR(nn.Module):
         Returns:
             (N, S + context_length, D)
         """
-        text = encode_text(self.clip_model, caption_tokens.to(memory.device))
-        image = memory.detach() if self.image_detach else memory
+        image = self.cross_image(memory)
+        text = self.encode_caption(caption_tokens.to(memory.device))
         return torch.cat([image, text.to(image.dtype)], dim=1)
 
     def decode_cross(self, cross_memory: Tensor, num_steps: int) -> Tensor:
         """Stage 4b, cross-modal logits (N, num_steps, C); no early stop (the visual branch fixed the length)."""
-        return self._decode(self.cross_decoder, cross_memory, num_steps, stop_early=False)
+        return self.decode(self.cross_decoder, self.cross_decoder.memory_kv(cross_memory), num_steps, False)
 
-    def _ar_decode(self, decoder: Decoder, memory: Tensor, num_steps: int, stop_early: bool) -> Tensor:
+    def decode(self, decoder: Decoder, memory: List[KV], num_steps: int, stop_early: bool) -> Tensor:
+        """Decodes with ``decoder`` over memory keys/values (:meth:`Decoder.memory_kv`), AR or NAR as configured."""
+        if not self.decode_ar:  # all positions in one pass from [B] alone
+            n = memory[0][0].shape[0]
+            bos = torch.full((n, 1), self.tokenizer.bos_id, dtype=torch.long, device=self.device)
+            return decoder(bos, memory, decoder.pos_queries[:, :num_steps].expand(n, -1, -1))[0]
+        return self._ar_decode(decoder, memory, num_steps, stop_early)
+
+    def _ar_decode(self, decoder: Decoder, memory: List[KV], num_steps: int, stop_early: bool) -> Tensor:
         """Greedy autoregressive decoding; ``stop_early`` stops once every row has emitted ``[E]``."""
-        n = memory.shape[0]
-        tgt_in = torch.full((n, num_steps), self.tokenizer.pad_id, dtype=torch.long, device=memory.device)
-        tgt_in[:, 0] = self.tokenizer.bos_id
-        pos_queries = decoder.pos_queries[:, :num_steps].expand(n, -1, -1)
-        mask = causal_mask(num_steps, memory.device)
+        n = memory[0][0].shape[0]
+        token = torch.full((n, 1), self.tokenizer.bos_id, dtype=torch.long, device=self.device)
+        ended = torch.zeros(n, dtype=torch.bool, device=self.device)
+        cache = ContextCache(num_steps)
         logits = []
         for i in range(num_steps):
-            j = i + 1
-            step_logits = decoder(
-                tgt_in[:, :j], memory, pos_queries[:, i:j], tgt_query_mask=mask[i:j, :j], content_mask=mask[:j, :j]
-            )[0]
+            step_logits = decoder.step(i, token, memory, cache)
             logits.append(step_logits)
-            if j < num_steps:
-                tgt_in[:, j] = step_logits.squeeze(1).argmax(-1)
-                if stop_early and (tgt_in == self.tokenizer.eos_id).any(dim=-1).all():
-                    break
+            if i + 1 < num_steps:
+                token = step_logits.argmax(-1)
+                if stop_early:
+                    ended |= token[:, 0] == self.tokenizer.eos_id
+                    if ended.all():
+                        break
         return torch.cat(logits, dim=1)
 
-    def _nar_decode(self, decoder: Decoder, memory: Tensor, num_steps: int) -> Tensor:
-        """All positions in one pass from ``[B]`` alone."""
-        n = memory.shape[0]
-        tgt_in = torch.full((n, 1), self.tokenizer.bos_id, dtype=torch.long, device=memory.device)
-        return decoder(tgt_in, memory, decoder.pos_queries[:, :num_steps].expand(n, -1, -1))[0]
+    def refine(self, decoder: Decoder, logits: Tensor, memory: List[KV], num_steps: int) -> Tensor:
+        """Stage 5, one cloze pass: every position re-predicted from all the others (previous argmax as context).
 
-    def _decode(self, decoder: Decoder, memory: Tensor, num_steps: int, stop_early: bool) -> Tensor:
-        if self.decode_ar:
-            return self._ar_decode(decoder, memory, num_steps, stop_early)
-        return self._nar_decode(decoder, memory, num_steps)
-
-    def refine(self, decoder: Decoder, logits: Tensor, memory: Tensor, num_steps: int) -> Tensor:
-        """Stage 5, one cloze pass: every position re-predicted from all the others (previous argmax as context)."""
+        Args:
+            memory: the decoder's keys/values of its memory (:meth:`Decoder.memory_kv`).
+        """
         n = logits.shape[0]
         bos = torch.full((n, 1), self.tokenizer.bos_id, dtype=torch.long, device=logits.device)
         tgt_in = torch.cat([bos, logits[:, :-1].argmax(-1)], dim=1)
@@ -194,16 +207,31 @@ class CLIP4STR(nn.Module):
         max_length = self.max_label_length if max_length is None else min(max_length, self.max_label_length)
         num_steps = max_length + 1
         memory = self.encode(images)
-        visual_logits = self.decode_visual(memory, num_steps, stop_early)
+        visual_kv = self.visual_decoder.memory_kv(memory)
+        visual_logits = self.decode(self.visual_decoder, visual_kv, num_steps, stop_early)
         if self.cross_decoder is None:
             for _ in range(self.refine_iters):
-                visual_logits = self.refine(self.visual_decoder, visual_logits, memory, num_steps)
+                visual_logits = self.refine(self.visual_decoder, visual_logits, visual_kv, num_steps)
             return visual_logits, visual_logits
+        image_kv = self.cross_decoder.memory_kv(self.cross_image(memory))
+        tokens = self.caption_tokens(visual_logits)
+        text = self.encode_caption(tokens).to(memory.dtype)
+        cross_kv = concat_kv(image_kv, self.cross_decoder.memory_kv(text))
         # The cross loop runs as many steps as the visual one did.
-        cross_memory = self.cross_memory(memory, self.caption_tokens(visual_logits))
-        cross_logits = self.decode_cross(cross_memory, visual_logits.shape[1])
+        cross_logits = self.decode(self.cross_decoder, cross_kv, visual_logits.shape[1], False)
         for _ in range(self.refine_iters):
-            visual_logits = self.refine(self.visual_decoder, visual_logits, memory, num_steps)
-            cross_memory = self.cross_memory(memory, self.caption_tokens(visual_logits))
-            cross_logits = self.refine(self.cross_decoder, cross_logits, cross_memory, num_steps)
+            visual_logits = self.refine(self.visual_decoder, visual_logits, visual_kv, num_steps)
+            new_tokens = self.caption_tokens(visual_logits)
+            changed = (new_tokens != tokens).any(-1)
+            if changed.any():  # only the captions that refinement changed go through the text encoder again
+                text = text.clone()
+                text[changed] = self.encode_caption(new_tokens[changed]).to(text.dtype)
+                tokens = new_tokens
+                cross_kv = concat_kv(image_kv, self.cross_decoder.memory_kv(text))
+            cross_logits = self.refine(self.cross_decoder, cross_logits, cross_kv, num_steps)
         return visual_logits, cross_logits
+
+
+def concat_kv(first: List[KV], second: List[KV]) -> List[KV]:
+    """Per-layer keys/values of the memory [first ; second] (projections are per token, so they concatenate)."""
+    return [(torch.cat([k1, k2], dim=2), torch.cat([v1, v2], dim=2)) for (k1, v1), (k2, v2) in zip(first, second)]

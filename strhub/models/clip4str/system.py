@@ -1,7 +1,7 @@
 """CLIP4STR as a LightningModule: construction from config, freezing, the PSM loss, optimiser and schedule."""
 
 import random
-from typing import Any, Dict, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -12,7 +12,7 @@ from torch.optim.lr_scheduler import OneCycleLR
 
 from strhub.models.base import BaseSystem
 from strhub.models.clip import CLIPArch, build_clip, clip_arch_of, init_sincos_pos_embed, load_clip
-from strhub.models.clip4str.model import CLIP4STR
+from strhub.models.clip4str.model import CLIP4STR, concat_kv
 from strhub.models.parseq import gen_tgt_perms, generate_attn_masks
 
 SYSTEM_NAME = 'clip4str'  # recorded in checkpoints, the key of strhub.models.systems.SYSTEMS
@@ -155,6 +155,11 @@ class CLIP4STRSystem(BaseSystem):
     def training_loss(self, images: Tensor, labels: Sequence[str], perms: Tensor) -> Tensor:
         """PSM loss of both branches for explicit permutations.
 
+        Computes what the original computes (:func:`strhub.models.clip4str.reference.training_loss`) without
+        repeating work: each decoder's memory keys/values once for all permutations (the cross-modal decoder's
+        image part once, the text part once per distinct caption), and the text encoder once per distinct caption
+        of the step, where the original runs it once per permutation.
+
         Args:
             images: (N, 3, H, W).
             labels: N strings.
@@ -166,25 +171,24 @@ class CLIP4STRSystem(BaseSystem):
         model, tok = self.model, self.tokenizer
         tgt = tok.encode(labels, images.device)
         memory = model.encode(images)
-        tgt_in, tgt_out = tgt[:, :-1], tgt[:, 1:]
+        tgt_in = tgt[:, :-1]
         padding = (tgt_in == tok.pad_id) | (tgt_in == tok.eos_id)
-        n = (tgt_out != tok.pad_id).sum().item()
-        loss, loss_numel = 0.0, 0
-        for i, perm in enumerate(perms.to(images.device)):
-            content_mask, query_mask = generate_attn_masks(perm)
-            visual_logits = model.visual_decoder(tgt_in, memory, None, query_mask, content_mask, padding)[0]
-            loss = loss + n * _ce(visual_logits, tgt_out, tok.pad_id)
-            if model.cross_decoder is not None:
-                # Teacher forcing with the ground truth; memory from this permutation's visual prediction.
-                cross_memory = model.cross_memory(memory, model.caption_tokens(visual_logits))
-                cross_logits = model.cross_decoder(tgt_in, cross_memory, None, query_mask, content_mask, padding)[0]
-                loss = loss + self.hparams.cross_loss_w * n * _ce(cross_logits, tgt_out, tok.pad_id)
-            loss_numel += n
-            if i == 1:
-                # Only the canonical and reverse orders learn [E].
-                tgt_out = torch.where(tgt_out == tok.eos_id, tok.pad_id, tgt_out)
-                n = (tgt_out != tok.pad_id).sum().item()
-        return loss / loss_numel
+        masks = [generate_attn_masks(perm) for perm in perms.to(images.device)]
+        visual_kv = model.visual_decoder.memory_kv(memory)
+        visual = [model.visual_decoder(tgt_in, visual_kv, None, qm, cm, padding)[0] for cm, qm in masks]
+        cross = []
+        if model.cross_decoder is not None:
+            # Teacher forcing with the ground truth; each permutation's memory from its own visual prediction.
+            n = len(labels)
+            tokens = model.caption_tokens(torch.cat(visual))  # (P * N, context_length)
+            captions, index = torch.unique(tokens, dim=0, return_inverse=True)
+            text_kv = model.cross_decoder.memory_kv(model.encode_caption(captions).to(memory.dtype))
+            image_kv = model.cross_decoder.memory_kv(model.cross_image(memory))
+            for i, (cm, qm) in enumerate(masks):
+                rows = index[i * n : (i + 1) * n]
+                kv = concat_kv(image_kv, [(k[rows], v[rows]) for k, v in text_kv])
+                cross.append(model.cross_decoder(tgt_in, kv, None, qm, cm, padding)[0])
+        return permutation_loss(visual, cross, tgt[:, 1:], tok.pad_id, tok.eos_id, self.hparams.cross_loss_w)
 
     def permutation_rngs(self, micro_batch: int) -> Tuple[np.random.Generator, torch.Generator]:
         """The generators of a training batch's permutations: a function of (seed, rank, optimizer step, micro-batch
@@ -277,6 +281,24 @@ def _plain(state: tuple) -> tuple:
 
 def _ce(logits: Tensor, targets: Tensor, pad_id: int) -> Tensor:
     return F.cross_entropy(logits.flatten(end_dim=1).float(), targets.flatten(), ignore_index=pad_id)
+
+
+def permutation_loss(
+    visual: List[Tensor], cross: List[Tensor], tgt_out: Tensor, pad_id: int, eos_id: int, cross_loss_w: float
+) -> Tensor:
+    """The original's loss over the permutations' logits (visual, and cross-modal unless ``cross`` is empty):
+    token-weighted mean cross-entropy; only the first two orders (canonical and reverse) learn ``[E]``."""
+    n = (tgt_out != pad_id).sum().item()
+    loss, loss_numel = 0.0, 0
+    for i, visual_logits in enumerate(visual):
+        loss = loss + n * _ce(visual_logits, tgt_out, pad_id)
+        if cross:
+            loss = loss + cross_loss_w * n * _ce(cross[i], tgt_out, pad_id)
+        loss_numel += n
+        if i == 1:
+            tgt_out = torch.where(tgt_out == eos_id, pad_id, tgt_out)
+            n = (tgt_out != pad_id).sum().item()
+    return loss / loss_numel
 
 
 def _block_index(name: str) -> Optional[int]:

@@ -1,12 +1,66 @@
-"""PARSeq's two-stream (query / content) pre-LN decoder; CLIP4STR uses it twice (visual and cross-modal)."""
+"""PARSeq's two-stream (query / content) pre-LN decoder; CLIP4STR uses it twice (visual and cross-modal).
+
+Attention runs on the parameters of ``nn.MultiheadAttention`` (the released checkpoints' names) through
+``scaled_dot_product_attention``, so that keys and values are computed once and reused: the memory's for every call
+on the same memory (:meth:`Decoder.memory_kv`: all decoding steps, refinement, a training step's permutations), the
+context's for the later steps of autoregressive decoding (:meth:`Decoder.step`). The straightforward computation,
+with the modules themselves and the whole prefix at every step, is kept in ``strhub.models.parseq.reference``: the
+tests compare against it and ``tools/bench.py --reference`` times it.
+"""
 
 import copy
 import math
-from typing import Optional, Tuple
+from typing import List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+# Keys and values of one attention with the heads split: (N, H, S, D / H) each.
+KV = Tuple[Tensor, Tensor]
+
+
+def _split_heads(x: Tensor, num_heads: int) -> Tensor:
+    n, length, d = x.shape
+    return x.view(n, length, num_heads, d // num_heads).transpose(1, 2)
+
+
+def project_kv(attn: nn.MultiheadAttention, x: Tensor) -> KV:
+    """The keys and values ``attn`` computes from ``x`` (N, S, D)."""
+    d, w, b = attn.embed_dim, attn.in_proj_weight, attn.in_proj_bias
+    k = F.linear(x, w[d : 2 * d], b[d : 2 * d])
+    v = F.linear(x, w[2 * d :], b[2 * d :])
+    return _split_heads(k, attn.num_heads), _split_heads(v, attn.num_heads)
+
+
+def attend(attn: nn.MultiheadAttention, x: Tensor, kv: KV, mask: Optional[Tensor] = None) -> Tensor:
+    """``attn(x, keys, values)`` from precomputed keys and values; ``mask``: boolean (True: may attend), broadcast
+    to (N, H, Lq, S)."""
+    d = attn.embed_dim
+    q = _split_heads(F.linear(x, attn.in_proj_weight[:d], attn.in_proj_bias[:d]), attn.num_heads)
+    dropout = attn.dropout if attn.training else 0.0
+    out = F.scaled_dot_product_attention(q, kv[0], kv[1], attn_mask=mask, dropout_p=dropout)
+    n, _, length, _ = out.shape
+    return attn.out_proj(out.transpose(1, 2).reshape(n, length, d))
+
+
+class ContextCache:
+    """The context keys/values of one autoregressive decoding, per layer, filled one position per step."""
+
+    def __init__(self, num_steps: int):
+        self.num_steps = num_steps
+        self.kv: List[KV] = []
+
+    def put(self, layer: int, position: int, kv: KV) -> KV:
+        """Stores position ``position`` of ``layer``; returns the keys/values of positions 0..position."""
+        if layer == len(self.kv):  # allocated at the first step, in the dtype the layer computes in
+            shape = (*kv[0].shape[:2], self.num_steps, kv[0].shape[3])
+            self.kv.append((kv[0].new_empty(shape), kv[1].new_empty(shape)))
+        end = position + 1
+        for buffer, new in zip(self.kv[layer], kv):
+            buffer[:, :, position:end] = new
+        keys, values = self.kv[layer]
+        return keys[:, :, :end], values[:, :, :end]
 
 
 class DecoderLayer(nn.Module):
@@ -31,22 +85,15 @@ class DecoderLayer(nn.Module):
         self.dropout2 = nn.Dropout(dropout)
         self.dropout3 = nn.Dropout(dropout)
 
-    def forward_stream(
-        self,
-        tgt: Tensor,
-        tgt_norm: Tensor,
-        tgt_kv: Tensor,
-        memory: Tensor,
-        tgt_mask: Optional[Tensor],
-        tgt_key_padding_mask: Optional[Tensor],
-    ) -> Tensor:
+    def context_kv(self, content: Tensor) -> Tuple[Tensor, KV]:
+        """The normed content and the self-attention keys/values both streams read from it."""
+        content_norm = self.norm_c(content)
+        return content_norm, project_kv(self.self_attn, content_norm)
+
+    def forward_stream(self, tgt: Tensor, tgt_norm: Tensor, context: KV, memory: KV, mask: Optional[Tensor]) -> Tensor:
         """One stream: self-attention over the (normed) content, cross-attention to memory, MLP."""
-        tgt2 = self.self_attn(
-            tgt_norm, tgt_kv, tgt_kv, attn_mask=tgt_mask, key_padding_mask=tgt_key_padding_mask, need_weights=False
-        )[0]
-        tgt = tgt + self.dropout1(tgt2)
-        tgt2 = self.cross_attn(self.norm1(tgt), memory, memory, need_weights=False)[0]
-        tgt = tgt + self.dropout2(tgt2)
+        tgt = tgt + self.dropout1(attend(self.self_attn, tgt_norm, context, mask))
+        tgt = tgt + self.dropout2(attend(self.cross_attn, self.norm1(tgt), memory))
         tgt2 = self.linear2(self.dropout(F.gelu(self.linear1(self.norm2(tgt)))))
         return tgt + self.dropout3(tgt2)
 
@@ -54,19 +101,15 @@ class DecoderLayer(nn.Module):
         self,
         query: Tensor,
         content: Tensor,
-        memory: Tensor,
+        memory: KV,
         query_mask: Optional[Tensor] = None,
         content_mask: Optional[Tensor] = None,
-        content_key_padding_mask: Optional[Tensor] = None,
         update_content: bool = True,
     ) -> Tuple[Tensor, Tensor]:
-        query_norm = self.norm_q(query)
-        content_norm = self.norm_c(content)
-        query = self.forward_stream(query, query_norm, content_norm, memory, query_mask, content_key_padding_mask)
+        content_norm, context = self.context_kv(content)
+        query = self.forward_stream(query, self.norm_q(query), context, memory, query_mask)
         if update_content:
-            content = self.forward_stream(
-                content, content_norm, content_norm, memory, content_mask, content_key_padding_mask
-            )
+            content = self.forward_stream(content, content_norm, context, memory, content_mask)
         return query, content
 
 
@@ -129,10 +172,22 @@ class Decoder(nn.Module):
                 nn.init.zeros_(m.in_proj_bias)
         nn.init.trunc_normal_(self.pos_queries, std=0.02)
 
+    def memory_kv(self, memory: Tensor) -> List[KV]:
+        """Each layer's cross-attention keys/values of ``memory`` (N, S, D), for any number of calls on it."""
+        return [project_kv(layer.cross_attn, memory) for layer in self.layers]
+
+    def embed_context(self, tokens: Tensor, start: int = 0) -> Tensor:
+        """Content of context tokens at positions ``start``.. (N, L) -> (N, L, D): ``[B]`` (position 0) carries no
+        position; the token at position k >= 1 gets position query k - 1."""
+        emb = self.text_embed(tokens)
+        if start == 0:
+            return torch.cat([emb[:, :1], self.pos_queries[:, : tokens.shape[1] - 1] + emb[:, 1:]], dim=1)
+        return self.pos_queries[:, start - 1 : start - 1 + tokens.shape[1]] + emb
+
     def forward(
         self,
         tgt: Tensor,
-        memory: Tensor,
+        memory: List[KV],
         tgt_query: Optional[Tensor] = None,
         tgt_query_mask: Optional[Tensor] = None,
         content_mask: Optional[Tensor] = None,
@@ -142,7 +197,7 @@ class Decoder(nn.Module):
 
         Args:
             tgt: (N, L) token ids starting with ``[B]``.
-            memory: (N, S, D) image (or image + text) tokens.
+            memory: :meth:`memory_kv` of the (N, S, D) image (or image + text) tokens.
             tgt_query: (N, Lq, D) position queries; default all ``L`` first queries.
             tgt_query_mask: (Lq, L) float mask (0 / -inf).
             content_mask: (L, L) float mask for the content stream (used only when depth > 1).
@@ -152,22 +207,38 @@ class Decoder(nn.Module):
             logits (N, Lq, C) and the normalised query features (N, Lq, D).
         """
         n, length = tgt.shape
-        if content_key_padding_mask is not None and content_key_padding_mask.dtype == torch.bool:
-            # Same numbers as letting MHA convert it, without its mixed-mask-types warning.
-            content_key_padding_mask = torch.zeros_like(content_key_padding_mask, dtype=memory.dtype).masked_fill(
-                content_key_padding_mask, float('-inf')
-            )
-        # [B] carries no position; token k >= 1 gets position query k - 1.
-        null_ctx = self.text_embed(tgt[:, :1])
-        tgt_emb = self.pos_queries[:, : length - 1] + self.text_embed(tgt[:, 1:])
-        content = self.dropout(torch.cat([null_ctx, tgt_emb], dim=1))
+        # Boolean masks (True: may attend) whatever the compute dtype (autocast).
+        query_mask = tgt_query_mask == 0 if tgt_query_mask is not None else None
+        content_mask = content_mask == 0 if content_mask is not None else None
+        if content_key_padding_mask is not None:
+            visible = ~content_key_padding_mask.view(n, 1, 1, length)
+            query_mask = visible if query_mask is None else query_mask & visible
+            content_mask = visible if content_mask is None else content_mask & visible
+        content = self.dropout(self.embed_context(tgt))
         if tgt_query is None:
             tgt_query = self.pos_queries[:, :length].expand(n, -1, -1)
         query = self.dropout(tgt_query)
         for i, layer in enumerate(self.layers):
             last = i == len(self.layers) - 1
-            query, content = layer(
-                query, content, memory, tgt_query_mask, content_mask, content_key_padding_mask, update_content=not last
-            )
+            query, content = layer(query, content, memory[i], query_mask, content_mask, update_content=not last)
         out = self.norm(query)
         return self.head(out), out
+
+    def step(self, position: int, token: Tensor, memory: List[KV], cache: 'ContextCache') -> Tensor:
+        """One autoregressive step: the query at ``position`` reads the context tokens 0..position, of which ``token``
+        (N, 1) is the newest; earlier ones come from ``cache``, which this step extends. Equals :meth:`forward` on the
+        whole prefix with a causal mask (what the original runs at every step), at the cost of one position.
+
+        Returns:
+            logits (N, 1, C).
+        """
+        end = position + 1
+        content = self.dropout(self.embed_context(token, position))
+        query = self.dropout(self.pos_queries[:, position:end].expand(token.shape[0], -1, -1))
+        for i, layer in enumerate(self.layers):
+            content_norm, kv = layer.context_kv(content)
+            context = cache.put(i, position, kv)
+            query = layer.forward_stream(query, layer.norm_q(query), context, memory[i], None)
+            if i < len(self.layers) - 1:  # the content stream's causal mask: position sees 0..position, all cached
+                content = layer.forward_stream(content, content_norm, context, memory[i], None)
+        return self.head(self.norm(query))
