@@ -1,0 +1,41 @@
+"""tools/bench.py in its smoke mode: the tiny config, one timed run, every section present (no timing asserts)."""
+
+import json
+
+from helpers import load_tool
+
+bench = load_tool('bench')
+
+
+def test_bench_smoke(tmp_path, capsys):
+    out = tmp_path / 'bench.json'
+    args = ['--batch_size', '2', '--warmup', '0', '--repeats', '1', '--lengths', '3', '--reference', '--out', str(out)]
+    assert bench.main(args) == 0
+    result = json.loads(out.read_text())
+    assert [c['mode'] for c in result['inference']['cases']] == ['ar_refine', 'ar', 'nar']
+    for case in result['inference']['cases']:
+        assert case['steps'] == 4
+        for kind in ('ours', 'reference'):
+            assert case[kind]['median'] > 0 and case[kind]['min'] <= case[kind]['max']
+            assert case[kind]['gflops'] > 0
+    # The cached AR decoder does less arithmetic than re-running the prefix and re-projecting the memory.
+    ar = result['inference']['cases'][1]
+    assert ar['ours']['gflops'] < ar['reference']['gflops']
+    assert set(result['inference']['stages']) >= {'image encoder', 'visual decoder', 'cross-modal decoder'}
+    train = result['training']
+    assert train['ours']['forward'] > 0 and train['reference']['backward'] > 0
+    p = result['params']
+    assert p['total'] == p['trainable'] + p['frozen'] and p['frozen'] > 0
+    screen = capsys.readouterr().out
+    assert '| AR + refine | 4 |' in screen and 'speed-up of the training step' in screen
+
+
+def test_bench_rejects_unknown_experiment(capsys):
+    from _cli import CLIError
+
+    try:
+        bench.main(['--experiment', 'clip4str-nope'])
+    except CLIError as e:
+        assert 'clip4str-tiny' in str(e)
+    else:
+        raise AssertionError('an unknown experiment must be an error')
