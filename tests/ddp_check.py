@@ -16,6 +16,7 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from pytorch_lightning.callbacks import ModelCheckpoint
 
+from helpers import SMALL_MODEL  # the tests' folder is first on sys.path when run as a script
 from strhub.models.parseq import gen_tgt_perms
 from strhub.training import trainer_kwargs
 
@@ -55,12 +56,7 @@ class Record(pl.Callback):
 
 def main(out: str, data_root: str, resume: str = '') -> None:
     overrides = [
-        '+experiment=clip4str-tiny',
-        'model.clip_arch.vision_layers=1',
-        'model.clip_arch.text_layers=1',
-        'model.clip_arch.vision_width=64',
-        'model.clip_arch.text_width=64',
-        'model.clip_arch.embed_dim=64',
+        *SMALL_MODEL,
         'model.batch_size=4',
         'data.num_workers=0',
         f'data.root_dir={data_root}',

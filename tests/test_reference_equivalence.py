@@ -10,18 +10,15 @@ import torch
 from hydra.utils import instantiate
 from PIL import Image
 
+from helpers import SMALL_MODEL
+
 from strhub.data.transforms import get_transform
 from strhub.models import load_from_checkpoint
 from strhub.models.clip4str import reference
 from strhub.models.parseq import gen_tgt_perms
 
 SMALL = [
-    '+experiment=clip4str-tiny',
-    'model.clip_arch.vision_layers=1',
-    'model.clip_arch.text_layers=1',
-    'model.clip_arch.vision_width=64',
-    'model.clip_arch.text_width=64',
-    'model.clip_arch.embed_dim=64',
+    *SMALL_MODEL,
     'model.perm_num=6',
     'model.dropout=0',
     'model.charset_train=abcdefghij',

@@ -11,18 +11,14 @@ import pytest
 import torch
 from hydra.utils import instantiate
 
+from helpers import SMALL_MODEL
+
 from strhub.models import load_from_checkpoint
 from strhub.models.parseq import gen_tgt_perms
 
 REPO = Path(__file__).resolve().parents[1]
-# The tiny experiment made tinier still, so that a CPU step takes a fraction of a second.
 TINY = [
-    '+experiment=clip4str-tiny',
-    'model.clip_arch.vision_layers=1',
-    'model.clip_arch.text_layers=1',
-    'model.clip_arch.vision_width=64',
-    'model.clip_arch.text_width=64',
-    'model.clip_arch.embed_dim=64',
+    *SMALL_MODEL,
     'model.batch_size=16',
     'data.num_workers=0',
     'trainer.log_every_n_steps=1',

@@ -46,13 +46,14 @@ def cpu_info() -> Dict[str, Any]:
     return {'model': model, 'flags': [f for f in wanted if f in flags]}
 
 
-def native_bf16(device) -> bool:
-    """Whether bf16 matrix products run natively: CUDA (Ampere or newer) or a CPU with AVX512-BF16 or AMX."""
+def native_bf16(device, cpu_flags: List[str]) -> bool:
+    """Whether bf16 matrix products run natively: CUDA (Ampere or newer) or a CPU with AVX512-BF16 or AMX (its
+    ``cpu_info()`` flags)."""
     import torch
 
     if device.type == 'cuda':
         return torch.cuda.is_bf16_supported()
-    return any(f in cpu_info()['flags'] for f in ('avx512_bf16', 'amx_bf16'))
+    return any(f in cpu_flags for f in ('avx512_bf16', 'amx_bf16'))
 
 
 def build_system(experiment: str, overrides: List[str]):
@@ -351,17 +352,18 @@ def main(argv: Optional[List[str]] = None) -> int:
     params = list(system.parameters())
     trainable = sum(p.numel() for p in params if p.requires_grad)
     total = sum(p.numel() for p in params)
+    cpu = cpu_info()
     result: Dict[str, Any] = {
         'experiment': args.experiment,
         'overrides': args.overrides,
         'batch_size': args.batch_size,
         'img_size': list(hp.img_size),
         'device': str(device),
-        'cpu': cpu_info(),
+        'cpu': cpu,
         'gpu': torch.cuda.get_device_name(device) if device.type == 'cuda' else None,
         'threads': torch.get_num_threads(),
         'precision': args.precision,
-        'native_bf16': native_bf16(device),
+        'native_bf16': native_bf16(device, cpu['flags']),
         'torch': torch.__version__,
         'warmup': args.warmup,
         'repeats': args.repeats,
