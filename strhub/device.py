@@ -1,6 +1,8 @@
-"""Choosing the device to run a model on (``TextReader``, ``strhub.evaluation.evaluate``)."""
+"""Choosing the device and precision to run a model in (``TextReader``, ``strhub.evaluation.evaluate``)."""
 
-from typing import Union
+from contextlib import nullcontext
+from pathlib import Path
+from typing import ContextManager, Set, Union
 
 import torch
 
@@ -30,3 +32,44 @@ def select_device(spec: Union[str, torch.device, None] = 'auto') -> torch.device
         if device.index is not None and device.index >= torch.cuda.device_count():
             raise DeviceError(f'device {spec!r} requested but only {torch.cuda.device_count()} CUDA device(s) exist')
     return device
+
+
+PRECISIONS = ('32', 'bf16-mixed', '16-mixed')
+
+
+def cpu_flags() -> Set[str]:
+    """The CPU's feature flags (Linux ``/proc/cpuinfo``; empty elsewhere)."""
+    try:
+        for line in Path('/proc/cpuinfo').read_text().splitlines():
+            key, _, value = line.partition(':')
+            if key.strip() == 'flags':
+                return set(value.split())
+    except OSError:
+        pass
+    return set()
+
+
+def native_bf16(device: torch.device) -> bool:
+    """Whether bf16 matrix products run natively: CUDA with bf16 support, or a CPU with AVX512-BF16 or AMX (without
+    them bf16 is emulated and slower than float32)."""
+    if device.type == 'cuda':
+        return torch.cuda.is_bf16_supported()
+    return bool(cpu_flags() & {'avx512_bf16', 'amx_bf16'})
+
+
+def autocast(device: torch.device, precision: str = '32') -> ContextManager:
+    """The context that runs a forward pass in ``precision``: ``32`` (float32, the default), ``bf16-mixed`` (CPU or
+    CUDA) or ``16-mixed`` (CUDA only), Lightning's names.
+
+    Raises:
+        ValueError: an unknown precision, or 16-mixed off CUDA.
+    """
+    precision = str(precision)
+    if precision in ('32', '32-true'):
+        return nullcontext()
+    if precision not in PRECISIONS:
+        raise ValueError(f'unknown precision {precision!r} (one of: {", ".join(PRECISIONS)})')
+    if precision == '16-mixed' and device.type != 'cuda':
+        raise ValueError(f'precision 16-mixed needs a CUDA device, not {device} (use bf16-mixed on CPU)')
+    dtype = torch.bfloat16 if precision == 'bf16-mixed' else torch.float16
+    return torch.autocast(device.type, dtype=dtype)

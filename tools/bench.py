@@ -22,38 +22,33 @@ import time
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional
+from unittest import mock
 
 from _cli import ArgumentParser, CLIError, run_cli
 
+from strhub.device import PRECISIONS, native_bf16, select_device
+from strhub.device import autocast as precision_autocast
+
 CONFIGS = Path(__file__).resolve().parents[1] / 'configs'
 MODES = {'ar_refine': 'AR + refine', 'ar': 'AR', 'nar': 'NAR + refine'}
-PRECISIONS = ('32', 'bf16-mixed', '16-mixed')
 
 
 def cpu_info() -> Dict[str, Any]:
     """The CPU model and the flags that decide float32/bf16 speed (Linux; elsewhere what ``platform`` knows)."""
-    model, flags = platform.processor() or platform.machine(), set()
+    from strhub.device import cpu_flags
+
+    model = platform.processor() or platform.machine()
     try:
-        for line in Path('/proc/cpuinfo').read_text().splitlines():
-            key, _, value = line.partition(':')
-            if key.strip() == 'model name':
-                model = value.strip()
-            elif key.strip() == 'flags':
-                flags = set(value.split())
-    except OSError:
+        model = next(
+            line.partition(':')[2].strip()
+            for line in Path('/proc/cpuinfo').read_text().splitlines()
+            if line.partition(':')[0].strip() == 'model name'
+        )
+    except (OSError, StopIteration):
         pass
+    flags = cpu_flags()
     wanted = ('avx2', 'fma', 'avx512f', 'avx512_bf16', 'avx512_vnni', 'amx_bf16', 'amx_tile')
     return {'model': model, 'flags': [f for f in wanted if f in flags]}
-
-
-def native_bf16(device, cpu_flags: List[str]) -> bool:
-    """Whether bf16 matrix products run natively: CUDA (Ampere or newer) or a CPU with AVX512-BF16 or AMX (its
-    ``cpu_info()`` flags)."""
-    import torch
-
-    if device.type == 'cuda':
-        return torch.cuda.is_bf16_supported()
-    return any(f in cpu_flags for f in ('avx512_bf16', 'amx_bf16'))
 
 
 def build_system(experiment: str, overrides: List[str]):
@@ -203,7 +198,18 @@ def bench_training(system, images, args, timer, autocast, device) -> Dict[str, A
     optimizer = torch.optim.AdamW(params, lr=1e-6, fused=device.type in ('cpu', 'cuda'))
     scaler = torch.amp.GradScaler(device.type, enabled=args.precision == '16-mixed')
     system.train()
-    out: Dict[str, Any] = {'label_length': args.train_label_length, 'perms': len(perms)}
+    out: Dict[str, Any] = {
+        'label_length': args.train_label_length,
+        'perms': len(perms),
+        'captions': args.train_captions,
+    }
+    if args.train_captions == 'labels':
+        # A model that reads: every permutation's teacher-forced prediction, hence its caption, is the label. With
+        # random weights ('predicted') all P x N captions differ, the worst case for the text encoder.
+        captions = [system.charset_adapter(y) for y in labels]
+        patch = mock.patch.object(system.model, 'captions', lambda logits: captions * (len(logits) // len(captions)))
+    else:
+        patch = nullcontext()
     kinds = {'ours': system.training_loss, 'reference': lambda *a: reference.training_loss(system, *a)}
     for kind in ['ours', 'reference'] if args.reference else ['ours']:
         loss_fn = kinds[kind]
@@ -227,8 +233,9 @@ def bench_training(system, images, args, timer, autocast, device) -> Dict[str, A
                 for name, a, b in zip(parts, marks, marks[1:]):
                     parts[name].append(b - a)
 
-        for i in range(args.warmup + args.repeats):
-            step(record=i >= args.warmup)
+        with patch:
+            for i in range(args.warmup + args.repeats):
+                step(record=i >= args.warmup)
         total = [sum(t) for t in zip(*parts.values())]
         out[kind] = {'median': statistics.median(total), 'min': min(total), 'max': max(total)}
         out[kind].update({name: statistics.median(t) for name, t in parts.items()})
@@ -281,7 +288,8 @@ def report(result: Dict[str, Any]) -> str:
         o = train['ours']
         lines += [
             '',
-            f'training step (labels of {train["label_length"]} characters, {train["perms"]} permutations):',
+            f'training step (labels of {train["label_length"]} characters, {train["perms"]} permutations, captions: '
+            f'{train.get("captions", "predicted")}):',
             '| computation | images/s | median s (min-max) | forward | backward | optimizer |',
             '|---|---|---|---|---|---|',
         ]
@@ -320,6 +328,13 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument('--no_inference', action='store_true', help='skip the inference timings')
     parser.add_argument('--no_train', action='store_true', help='skip the training step')
     parser.add_argument('--train_label_length', type=int, default=10, help='label length of the training batch')
+    parser.add_argument(
+        '--train_captions',
+        choices=('labels', 'predicted'),
+        default='labels',
+        help="captions of the training step's cross-modal branch: the labels (as from a model that reads) or the "
+        "random weights' predictions (all different: the worst case)",
+    )
     parser.add_argument('--warmup', type=int, default=1, help='untimed runs before timing')
     parser.add_argument('--repeats', type=int, default=5, help='timed runs (median and min-max reported)')
     parser.add_argument('--out', default=None, help='also write the results as JSON to this file')
@@ -329,17 +344,14 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     import torch
 
-    from strhub.device import select_device
-
     device = select_device(args.device)
     if args.precision == '16-mixed' and device.type != 'cuda':
         raise CLIError('--precision 16-mixed needs a CUDA device (use bf16-mixed on CPU)')
     if args.threads:
         torch.set_num_threads(args.threads)
-    dtype = {'bf16-mixed': torch.bfloat16, '16-mixed': torch.float16}.get(args.precision)
 
     def autocast():
-        return torch.autocast(device.type, dtype=dtype) if dtype else nullcontext()
+        return precision_autocast(device, args.precision)
 
     system = build_system(args.experiment, args.overrides).to(device).eval()
     hp = system.hparams
@@ -363,7 +375,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         'gpu': torch.cuda.get_device_name(device) if device.type == 'cuda' else None,
         'threads': torch.get_num_threads(),
         'precision': args.precision,
-        'native_bf16': native_bf16(device, cpu['flags']),
+        'native_bf16': native_bf16(device),
         'torch': torch.__version__,
         'warmup': args.warmup,
         'repeats': args.repeats,

@@ -2,8 +2,8 @@
 """Evaluate a CLIP4STR checkpoint on the scene-text benchmarks (the original's ``test.py``, spec §8.1).
 
     python tools/test.py CKPT --data_root DIR [--new] [--std] [--cased] [--punctuation] [--rotation D]
-                         [--batch_size 512] [--num_workers 4] [--device auto|cpu|cuda] [--refine_iters N]
-                         [--decode ar|nar] [--openai_meanstd] [--out results.json] [--out results.csv]
+                         [--batch_size 512] [--num_workers 4] [--device auto|cpu|cuda] [--precision 32|bf16-mixed]
+                         [--refine_iters N] [--decode ar|nar] [--openai_meanstd] [--out results.json] [--out results.csv]
                          [--trust_checkpoint] [name:type=value ...]
 
 Test sets are LMDBs under ``DIR/test/<name>``: the standard benchmark (IIIT5k, SVT, IC13_1015, IC15_1811,
@@ -40,6 +40,7 @@ from _cli import (
     run_cli,
 )
 from strhub.data.charsets import benchmark_charset
+from strhub.device import PRECISIONS
 from strhub.pretrained import pretrained_path
 
 PROG = 'test.py'
@@ -67,6 +68,12 @@ def build_parser() -> ArgumentParser:
         '--rotation', type=int, default=0, metavar='D', help='rotate images counter-clockwise by D degrees'
     )
     parser.add_argument('--device', default='auto', help='auto (CUDA if available), cpu, cuda or cuda:N')
+    parser.add_argument(
+        '--precision',
+        choices=PRECISIONS,
+        default='32',
+        help='float32, or mixed precision: bf16-mixed (GPUs, CPUs with AVX512-BF16 or AMX), 16-mixed (GPUs)',
+    )
     parser.add_argument('--refine_iters', type=int, default=None, help='refinement iterations (default: checkpoint)')
     parser.add_argument('--decode', choices=('ar', 'nar'), default=None, help='decoding (default: checkpoint)')
     parser.add_argument(
@@ -139,6 +146,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         args.device,
         rotation=args.rotation,
         openai_meanstd=args.openai_meanstd,
+        precision=args.precision,
     )
     for s, reason in results.skipped.items():
         print(f'Test set {s} {reason}: skipped')
@@ -164,6 +172,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         model_kwargs=kwargs,
         **{k: getattr(args, k) for k in ('new', 'std', 'cased', 'punctuation', 'rotation', 'openai_meanstd')},
         device=str(next(model.parameters()).device),
+        precision=args.precision,
     )
     failed = []
     for o in outs:  # every output is attempted: one that fails does not cost the others

@@ -10,7 +10,7 @@ import torch
 
 from ..data.dataset import CorruptRecordWarning, InvalidLmdbError
 from ..data.module import SceneTextDataModule
-from ..device import select_device
+from ..device import autocast, select_device
 from .metrics import BatchResult
 from .report import Evaluation, SetResult
 
@@ -25,6 +25,7 @@ def evaluate(
     rotation: int = 0,
     openai_meanstd: bool = False,
     progress: bool = True,
+    precision: str = '32',
 ) -> Evaluation:
     """Evaluates ``model`` (a loaded recogniser, e.g. from ``strhub.models.load_from_checkpoint``) on test sets
     ``<data_root>/test/<name>``, as the original ``test.py``: the model's test charset and label filter, 0.5/0.5
@@ -38,12 +39,15 @@ def evaluate(
             (one group, 'Test').
         device: where to run (``auto``: CUDA when available); the model is moved there.
         progress: a progress bar per set on stderr.
+        precision: ``32`` (float32), ``bf16-mixed`` or ``16-mixed`` (CUDA), see :func:`strhub.device.autocast`.
 
     Raises:
         strhub.device.DeviceError: ``device`` does not exist here.
+        ValueError: an unknown ``precision``, or one this device cannot run.
     """
     groups = dict(groups) if isinstance(groups, dict) else {'Test': list(groups)}
     device = select_device(device)
+    amp = autocast(device, precision)  # checked before any work
     model = model.to(device).eval()
     hp = model.hparams
     datamodule = SceneTextDataModule(
@@ -64,7 +68,7 @@ def evaluate(
     sets: Dict[str, SetResult] = {}
     skipped: Dict[str, str] = {}
     start = time.perf_counter()
-    with torch.inference_mode():
+    with torch.inference_mode(), amp:
         for k, name in enumerate(names, 1):
             try:
                 with warnings.catch_warnings():
