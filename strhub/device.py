@@ -2,7 +2,7 @@
 
 from contextlib import nullcontext
 from pathlib import Path
-from typing import ContextManager, Set, Union
+from typing import ContextManager, Dict, Set, Union
 
 import torch
 
@@ -37,16 +37,27 @@ def select_device(spec: Union[str, torch.device, None] = 'auto') -> torch.device
 PRECISIONS = ('32', 'bf16-mixed', '16-mixed')
 
 
-def cpu_flags() -> Set[str]:
-    """The CPU's feature flags (Linux ``/proc/cpuinfo``; empty elsewhere)."""
+class PrecisionError(ValueError):
+    """A precision with no name here, or one this device cannot run."""
+
+
+def cpu_fields() -> Dict[str, str]:
+    """The first processor's entries of Linux ``/proc/cpuinfo`` (``model name``, ``flags``, ...); empty elsewhere."""
+    fields: Dict[str, str] = {}
     try:
         for line in Path('/proc/cpuinfo').read_text().splitlines():
+            if not line.strip():  # the end of the first processor's block
+                break
             key, _, value = line.partition(':')
-            if key.strip() == 'flags':
-                return set(value.split())
+            fields.setdefault(key.strip(), value.strip())
     except OSError:
         pass
-    return set()
+    return fields
+
+
+def cpu_flags() -> Set[str]:
+    """The CPU's feature flags (empty where ``/proc/cpuinfo`` does not exist)."""
+    return set(cpu_fields().get('flags', '').split())
 
 
 def native_bf16(device: torch.device) -> bool:
@@ -62,14 +73,14 @@ def autocast(device: torch.device, precision: str = '32') -> ContextManager:
     CUDA) or ``16-mixed`` (CUDA only), Lightning's names.
 
     Raises:
-        ValueError: an unknown precision, or 16-mixed off CUDA.
+        PrecisionError: an unknown precision, or 16-mixed off CUDA.
     """
     precision = str(precision)
     if precision in ('32', '32-true'):
         return nullcontext()
     if precision not in PRECISIONS:
-        raise ValueError(f'unknown precision {precision!r} (one of: {", ".join(PRECISIONS)})')
+        raise PrecisionError(f'unknown precision {precision!r} (one of: {", ".join(PRECISIONS)})')
     if precision == '16-mixed' and device.type != 'cuda':
-        raise ValueError(f'precision 16-mixed needs a CUDA device, not {device} (use bf16-mixed on CPU)')
+        raise PrecisionError(f'precision 16-mixed needs a CUDA device, not {device} (use bf16-mixed on CPU)')
     dtype = torch.bfloat16 if precision == 'bf16-mixed' else torch.float16
     return torch.autocast(device.type, dtype=dtype)

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from strhub.device import autocast
+from strhub.device import PrecisionError, autocast
 from strhub.read import TextReader
 from test_pretrained import NAME, _rendered_words
 
@@ -38,7 +38,7 @@ def test_bf16_reads_rendered_words_as_float32():
 
 
 def test_unknown_or_unavailable_precision_is_an_error():
-    with pytest.raises(ValueError, match='unknown precision'):
+    with pytest.raises(PrecisionError, match='unknown precision'):
         autocast(torch.device('cpu'), 'fp8')
-    with pytest.raises(ValueError, match='needs a CUDA device'):
+    with pytest.raises(PrecisionError, match='needs a CUDA device'):
         autocast(torch.device('cpu'), '16-mixed')

@@ -26,7 +26,7 @@ from unittest import mock
 
 from _cli import ArgumentParser, CLIError, run_cli
 
-from strhub.device import PRECISIONS, native_bf16, select_device
+from strhub.device import PRECISIONS, cpu_fields, native_bf16, select_device
 from strhub.device import autocast as precision_autocast
 
 CONFIGS = Path(__file__).resolve().parents[1] / 'configs'
@@ -35,20 +35,13 @@ MODES = {'ar_refine': 'AR + refine', 'ar': 'AR', 'nar': 'NAR + refine'}
 
 def cpu_info() -> Dict[str, Any]:
     """The CPU model and the flags that decide float32/bf16 speed (Linux; elsewhere what ``platform`` knows)."""
-    from strhub.device import cpu_flags
-
-    model = platform.processor() or platform.machine()
-    try:
-        model = next(
-            line.partition(':')[2].strip()
-            for line in Path('/proc/cpuinfo').read_text().splitlines()
-            if line.partition(':')[0].strip() == 'model name'
-        )
-    except (OSError, StopIteration):
-        pass
-    flags = cpu_flags()
+    fields = cpu_fields()
+    flags = set(fields.get('flags', '').split())
     wanted = ('avx2', 'fma', 'avx512f', 'avx512_bf16', 'avx512_vnni', 'amx_bf16', 'amx_tile')
-    return {'model': model, 'flags': [f for f in wanted if f in flags]}
+    return {
+        'model': fields.get('model name') or platform.processor() or platform.machine(),
+        'flags': [f for f in wanted if f in flags],
+    }
 
 
 def build_system(experiment: str, overrides: List[str]):
@@ -345,8 +338,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     import torch
 
     device = select_device(args.device)
-    if args.precision == '16-mixed' and device.type != 'cuda':
-        raise CLIError('--precision 16-mixed needs a CUDA device (use bf16-mixed on CPU)')
+    precision_autocast(device, args.precision)  # a precision this device cannot run fails now, not after the build
     if args.threads:
         torch.set_num_threads(args.threads)
 

@@ -43,7 +43,7 @@ def evaluate(
 
     Raises:
         strhub.device.DeviceError: ``device`` does not exist here.
-        ValueError: an unknown ``precision``, or one this device cannot run.
+        strhub.device.PrecisionError: an unknown ``precision``, or one this device cannot run.
     """
     groups = dict(groups) if isinstance(groups, dict) else {'Test': list(groups)}
     device = select_device(device)
