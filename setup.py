@@ -24,5 +24,6 @@ setup(
     extras_require={
         'test': ['pytest>=7', 'ruff==0.17.6', 'matplotlib>=3.5'],  # ruff pinned as in .pre-commit-config.yaml
         'bench': ['matplotlib>=3.5'],
+        'onnx': ['onnxruntime>=1.16', 'onnx>=1.14'],  # tools/export.py --format onnx, reading .onnx exports
     },
 )

@@ -1,4 +1,5 @@
-"""Reading text from images with a trained checkpoint: the Python side of ``tools/read.py`` (spec §8.3).
+"""Reading text from images with a trained checkpoint or its ONNX export: the Python side of ``tools/read.py``
+(spec §8.3).
 
 Example::
 
@@ -7,6 +8,8 @@ Example::
     reader = TextReader('clip4str_base.ckpt', device='auto', batch_size=32)
     for text, confidence in reader.read(['a.jpg', 'b.png']):
         print(text, confidence)
+
+A ``.onnx`` file (``tools/export.py``) runs on onnxruntime instead of PyTorch, with the same results.
 
 Predictions are the raw output of the model over its full training charset (case and punctuation kept), as the
 original ``read.py`` prints them; ``adapt_charset=True`` maps them onto the test charset (e.g. lower-case
@@ -24,7 +27,8 @@ from PIL import Image, ImageOps
 from torch import Tensor
 
 from strhub.data.transforms import get_transform
-from strhub.device import select_device
+from strhub.deploy.onnx_format import OnnxModelError, is_onnx_path
+from strhub.device import autocast, select_device
 
 __all__ = ['ImageReadError', 'Reading', 'TextReader', 'load_image', 'to_rgb']
 
@@ -122,8 +126,11 @@ class TextReader:
     """Runs a CLIP4STR checkpoint over images and returns the text read in each.
 
     Args:
-        model: checkpoint path (``.ckpt`` / ``.pt``) or an already loaded ``CLIP4STRSystem``. A given system is
-            used as is (put in eval mode and moved to ``device``); ``refine_iters``/``decode_ar`` are then set on it.
+        model: checkpoint path (``.ckpt`` / ``.pt``), ONNX export (``.onnx``, run with onnxruntime: the CUDA
+            provider for a CUDA ``device`` when onnxruntime has it, else the CPU) or an already loaded
+            ``CLIP4STRSystem``. A given system is used as is (put in eval mode and moved to ``device``);
+            ``refine_iters``/``decode_ar`` are then set on it. An ONNX export's options were fixed when it was
+            exported: ``refine_iters``, ``decode_ar`` and overrides are refused with it.
         device: ``'auto'`` (CUDA if available), ``'cpu'``, ``'cuda'``, ``'cuda:N'`` or a ``torch.device``.
         batch_size: images per forward pass. The original read.py ran one image at a time; with larger batches the
             output can change slightly, because the model (like the original) runs the cross-modal branch for as many
@@ -135,11 +142,17 @@ class TextReader:
         exif: apply EXIF orientation tags of image files / PIL images.
         trust: load a checkpoint that pickles objects other than tensors and plain data, which can run code; only for
             files you trust (see ``strhub.models.load_from_checkpoint``). Only with a path.
+        precision: ``'32'`` (float32), ``'bf16-mixed'`` (CUDA, or CPUs with AVX512-BF16 or AMX, where it is faster) or
+            ``'16-mixed'`` (CUDA): the forward pass under autocast, the decoding in float32. ONNX exports run in
+            float32 only.
         **overrides: further ``load_from_checkpoint`` overrides (e.g. ``charset_test='...'``); only with a path.
 
     Raises:
         strhub.models.CheckpointError: the checkpoint cannot be loaded.
+        strhub.deploy.OnnxModelError: the ONNX export cannot be used, or options were given with it.
+        ImportError: an ONNX export without onnxruntime installed.
         strhub.device.DeviceError: ``device`` does not exist on this machine.
+        strhub.device.PrecisionError: ``precision`` is unknown or cannot run on ``device``.
     """
 
     def __init__(
@@ -152,31 +165,49 @@ class TextReader:
         adapt_charset: bool = False,
         exif: bool = True,
         trust: bool = False,
+        precision: str = '32',
         **overrides: Any,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f'batch_size must be >= 1 (got {batch_size})')
-        if isinstance(model, (str, os.PathLike)):
-            from strhub.models import load_from_checkpoint
-
-            if refine_iters is not None:
-                overrides['refine_iters'] = refine_iters
-            if decode_ar is not None:
-                overrides['decode_ar'] = decode_ar
-            model = load_from_checkpoint(model, trust=trust, **overrides)
-        else:
-            if overrides:
-                raise TypeError(f'overrides {sorted(overrides)} need a checkpoint path, not a loaded model')
-            if refine_iters is not None:
-                model.model.refine_iters = refine_iters
-            if decode_ar is not None:
-                model.model.decode_ar = decode_ar
         self.device = select_device(device)
-        self.system = model.eval().to(self.device)
+        autocast(self.device, precision)  # an unknown or unsupported precision fails now, before loading
+        self.precision = precision
+        self.onnx, self.system = None, None
+        if isinstance(model, (str, os.PathLike)) and is_onnx_path(model):
+            from strhub.deploy.onnx_runtime import OnnxRecognizer, onnx_providers
+
+            given = [n for n, v in (('refine_iters', refine_iters), ('decode_ar', decode_ar)) if v is not None]
+            if given or overrides:
+                raise OnnxModelError(
+                    f'{", ".join(given + sorted(overrides))}: fixed when the ONNX model {model} was exported; '
+                    f're-export it with the option, e.g. tools/export.py SRC --output {model} refine_iters:int=0'
+                )
+            if str(precision) not in ('32', '32-true'):
+                raise OnnxModelError(f'precision {precision}: the ONNX model {model} runs in float32')
+            self.onnx = OnnxRecognizer(model, onnx_providers(self.device))
+            self.img_size: Tuple[int, int] = self.onnx.img_size
+        else:
+            if isinstance(model, (str, os.PathLike)):
+                from strhub.models import load_from_checkpoint
+
+                if refine_iters is not None:
+                    overrides['refine_iters'] = refine_iters
+                if decode_ar is not None:
+                    overrides['decode_ar'] = decode_ar
+                model = load_from_checkpoint(model, trust=trust, **overrides)
+            else:
+                if overrides:
+                    raise TypeError(f'overrides {sorted(overrides)} need a checkpoint path, not a loaded model')
+                if refine_iters is not None:
+                    model.model.refine_iters = refine_iters
+                if decode_ar is not None:
+                    model.model.decode_ar = decode_ar
+            self.system = model.eval().to(self.device)
+            self.img_size = tuple(model.hparams.img_size)
         self.batch_size = batch_size
         self.adapt_charset = adapt_charset
         self.exif = exif
-        self.img_size: Tuple[int, int] = tuple(model.hparams.img_size)
         # The original's test-time transform: bicubic resize to exactly H x W, ToTensor, Normalize(0.5, 0.5).
         self.transform: Callable[[Image.Image], Tensor] = get_transform(self.img_size)
 
@@ -232,10 +263,12 @@ class TextReader:
     @torch.inference_mode()
     def read_tensor(self, images: Tensor) -> List[Reading]:
         """Reads a batch of preprocessed images (N, 3, H, W) in one forward pass."""
-        system = self.system
-        preds, confidences = system.decode_logits(system(images.to(self.device)))
+        backend = self.system if self.onnx is None else self.onnx  # the same three methods
+        with autocast(self.device, self.precision):
+            logits = backend(images.to(self.device))
+        preds, confidences = backend.decode_logits(logits)  # in float32
         if self.adapt_charset:
-            preds = [system.charset_adapter(p) for p in preds]
+            preds = [backend.charset_adapter(p) for p in preds]
         return [Reading(t, c) for t, c in zip(preds, confidences)]
 
     def read_batches(self, inputs: Iterable[ImageInput]) -> Iterator[List[Tuple[int, Union[Reading, ImageReadError]]]]:

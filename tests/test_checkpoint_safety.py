@@ -80,7 +80,7 @@ def test_every_entry_point_refuses_a_hostile_checkpoint(hostile, tmp_path, png_b
 
     # The command lines: one line on stderr, no traceback, nothing run.
     for cmd in (
-        [sys.executable, 'tools/export_checkpoint.py', str(path), str(tmp_path / 'out.ckpt')],
+        [sys.executable, 'tools/export.py', str(path), str(tmp_path / 'out.ckpt')],
         [sys.executable, 'tools/read.py', str(path), str(image)],
     ):
         proc = subprocess.run(cmd, cwd=REPO, env=ENV, capture_output=True, text=True, timeout=300)
@@ -167,7 +167,7 @@ def test_export_writes_atomically_and_checks_the_destination(tmp_path):
     blocker = tmp_path / 'a_file'
     blocker.write_text('not a folder')
     proc = subprocess.run(
-        [sys.executable, 'tools/export_checkpoint.py', 'clip4str-tiny', str(blocker / 'out.ckpt')],
+        [sys.executable, 'tools/export.py', 'clip4str-tiny', str(blocker / 'out.ckpt')],
         cwd=REPO,
         env=ENV,
         capture_output=True,

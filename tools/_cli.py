@@ -75,6 +75,43 @@ class ArgumentParser(argparse.ArgumentParser):
             super().add_argument(*aliases, **hidden)
         return action
 
+    def add_decoding_options(self, prefix: str = '', default: str = 'checkpoint') -> None:
+        """``--refine_iters N`` and ``--decode ar|nar`` (read by :func:`model_overrides`); ``prefix`` starts their
+        help, e.g. the output format they apply to."""
+        self.add_argument(
+            '--refine_iters', type=int, default=None, help=f'{prefix}refinement iterations (default: {default})'
+        )
+        self.add_argument(
+            '--decode', choices=('ar', 'nar'), default=None, help=f'{prefix}decoding (default: {default})'
+        )
+
+    def add_precision_option(self) -> None:
+        # No argparse choices: they would import torch (strhub.device.PRECISIONS) before an argument error is shown;
+        # strhub.device.autocast checks the name before any work starts.
+        self.add_argument(
+            '--precision',
+            default='32',
+            metavar='{32,bf16-mixed,16-mixed}',
+            help='float32, or mixed precision: bf16-mixed (GPUs, CPUs with AVX512-BF16 or AMX), 16-mixed (GPUs)',
+        )
+
+    def add_trust_option(self) -> None:
+        self.add_argument(
+            '--trust_checkpoint',
+            action='store_true',
+            help='load a checkpoint that pickles objects other than tensors and plain data, which can run code: '
+            'only for files you trust',
+        )
+
+    def parse_known_items(self, argv: Optional[Sequence[str]] = None) -> Tuple[argparse.Namespace, List[str]]:
+        """The options, and the arguments argparse did not take (paths and ``name:type=value`` items, which may come
+        anywhere, even after the options); an unknown ``--flag`` is a usage error."""
+        args, unknown = self.parse_known_args(argv)
+        flags = [u for u in unknown if u.startswith('-') and len(u) > 1]
+        if flags:
+            self.error(f'unrecognized arguments: {" ".join(flags)}')
+        return args, unknown
+
 
 def _is_library_error(e: BaseException) -> bool:
     # The ValueError subclasses strhub defines (CheckpointError, ImageReadError, DeviceError, CLIPWeightsError, ...)
@@ -160,6 +197,24 @@ def split_paths_and_model_args(items: Sequence[str]) -> Tuple[List[str], List[st
     for item in items:
         (model_args if is_model_arg(item) and not os.path.exists(item) else paths).append(item)
     return paths, model_args
+
+
+# --- Output files ------------------------------------------------------------------------------------------------
+
+
+def check_writable(path: Path, label: str) -> None:
+    """Raises ``CLIError('label: why')`` unless ``path`` can be written: not a directory, and a writable file or a new
+    file whose nearest existing ancestor is a writable directory (missing directories are created on writing).
+    Checked before any long work starts."""
+    if path.is_dir():
+        raise CLIError(f'{label}: is a directory')
+    ancestor = path.parent
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise CLIError(f'{label}: {ancestor} is not a directory')
+    if not (os.access(path, os.W_OK) if path.exists() else os.access(ancestor, os.W_OK | os.X_OK)):
+        raise CLIError(f'{label}: permission denied')
 
 
 # --- Checkpoints -------------------------------------------------------------------------------------------------

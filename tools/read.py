@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
-"""Read the text in images with a CLIP4STR checkpoint (the original's ``read.py``, spec §8.3).
+"""Read the text in images with a CLIP4STR checkpoint or its ONNX export (the original's ``read.py``, spec §8.3).
 
     python tools/read.py CKPT PATHS... [--format text|json|csv] [--batch_size 32] [--device auto|cpu|cuda]
-                         [--refine_iters N] [--decode ar|nar] [--adapt] [--trust_checkpoint] [name:type=value ...]
+                         [--refine_iters N] [--decode ar|nar] [--precision 32|bf16-mixed|16-mixed] [--adapt]
+                         [--trust_checkpoint] [name:type=value ...]
 
 PATHS are image files and folders (searched recursively). The default output is one line per image,
 ``name: text (confidence)``; ``--format json`` prints one JSON object ``{"results": [...], "errors": [...]}`` and
@@ -17,6 +18,10 @@ batched inference (``--batch_size 1`` for the original's one-image forwards, see
 output, CPU support (``--device auto`` is the default), EXIF orientation, transparency on white and 16-bit images
 scaled to 8 bits (see ``strhub.read.to_rgb``). As in the original, the text is the raw prediction over the training
 charset (case and punctuation kept) unless ``--adapt`` is given, and the model keeps the checkpoint's test charset.
+
+A ``.onnx`` CKPT (``tools/export.py SRC --output NAME.onnx``) runs on onnxruntime with the same results; its
+decoding options were fixed at export and it runs in float32, so ``--refine_iters``, ``--decode``, ``--precision``
+and model arguments are refused with it.
 """
 
 import csv
@@ -47,7 +52,8 @@ def build_parser() -> ArgumentParser:
     )
     parser.add_argument(
         'checkpoint',
-        help='checkpoint file (.ckpt/.pt), a training checkpoints/ directory, or a shipped model: clip4str-tiny',
+        help='checkpoint file (.ckpt/.pt), ONNX export (.onnx), a training checkpoints/ directory, or a shipped '
+        'model: clip4str-tiny',
     )
     parser.add_argument('paths', nargs='*', metavar='PATH', help='image files and folders (searched recursively)')
     # PARSeq's read.py takes --images FILES..., the original's --images_path FOLDER: both add to PATH.
@@ -62,18 +68,13 @@ def build_parser() -> ArgumentParser:
         'many steps as the longest prediction of the batch, so confidences, rarely texts, depend on the batch)',
     )
     parser.add_argument('--device', default='auto', help='auto (CUDA if available), cpu, cuda or cuda:N')
-    parser.add_argument('--refine_iters', type=int, default=None, help='refinement iterations (default: checkpoint)')
-    parser.add_argument('--decode', choices=('ar', 'nar'), default=None, help='decoding (default: checkpoint)')
+    parser.add_decoding_options()
+    parser.add_precision_option()
     parser.add_argument(
         '--adapt', action='store_true', help="map predictions onto the model's test charset (as evaluation does)"
     )
     parser.add_argument('--no_exif', action='store_true', help='ignore EXIF orientation tags')
-    parser.add_argument(
-        '--trust_checkpoint',
-        action='store_true',
-        help='load a checkpoint that pickles objects other than tensors and plain data, which can run code; only for '
-        'files you trust',
-    )
+    parser.add_trust_option()
     return parser
 
 
@@ -88,11 +89,7 @@ def _text_line(name: str, text: str, confidence: float) -> str:
 
 def main(argv: Optional[List[str]] = None) -> int:
     parser = build_parser()
-    # Known-args parsing so that paths and name:type=value items may also follow the options.
-    args, unknown = parser.parse_known_args(argv)
-    flags = [u for u in unknown if u.startswith('-') and len(u) > 1]
-    if flags:
-        parser.error(f'unrecognized arguments: {" ".join(flags)}')
+    args, unknown = parser.parse_known_items(argv)
     paths, model_args = split_paths_and_model_args(args.paths + unknown)
     paths += args.images + args.images_path
     if not paths:
@@ -109,16 +106,24 @@ def main(argv: Optional[List[str]] = None) -> int:
         for path, reason in skipped:
             print(f'skipped {_escape(path)}: {reason}', file=sys.stderr)
         raise CLIError('no image files found', exit_code=1)
+    # An ONNX export goes to TextReader as a path, which refuses the options fixed at export.
+    onnx = checkpoint.suffix.lower() == '.onnx'
     try:
         reader = TextReader(
-            load_model(checkpoint, trust=args.trust_checkpoint, **kwargs),
+            str(checkpoint) if onnx else load_model(checkpoint, trust=args.trust_checkpoint, **kwargs),
             device=args.device,
             batch_size=args.batch_size,
             adapt_charset=args.adapt,
             exif=not args.no_exif,
+            precision=args.precision,
+            **(kwargs if onnx else {}),
         )
-    except ValueError as e:  # e.g. an invalid device
+    except ValueError as e:  # e.g. an invalid device, an unusable ONNX file
         raise CLIError(str(e)) from None
+    except ImportError as e:
+        if not onnx:
+            raise
+        raise CLIError(str(e)) from None  # onnxruntime missing: the message says how to install it
 
     from tqdm import tqdm
 

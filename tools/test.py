@@ -24,7 +24,6 @@ zero; unreadable records are excluded and reported instead of crashing; ``--open
 statistics (the original, and the default here, use 0.5/0.5); ``--clip_refine`` and its options are not implemented.
 """
 
-import os
 import sys
 from pathlib import Path
 from typing import List, Optional
@@ -33,6 +32,7 @@ from _cli import (
     MODEL_ARGS_HELP,
     ArgumentParser,
     CLIError,
+    check_writable,
     load_model,
     model_overrides,
     parse_model_args,
@@ -40,7 +40,6 @@ from _cli import (
     run_cli,
 )
 from strhub.data.charsets import benchmark_charset
-from strhub.device import PRECISIONS
 from strhub.pretrained import pretrained_path
 
 PROG = 'test.py'
@@ -68,49 +67,21 @@ def build_parser() -> ArgumentParser:
         '--rotation', type=int, default=0, metavar='D', help='rotate images counter-clockwise by D degrees'
     )
     parser.add_argument('--device', default='auto', help='auto (CUDA if available), cpu, cuda or cuda:N')
-    parser.add_argument(
-        '--precision',
-        choices=PRECISIONS,
-        default='32',
-        help='float32, or mixed precision: bf16-mixed (GPUs, CPUs with AVX512-BF16 or AMX), 16-mixed (GPUs)',
-    )
-    parser.add_argument('--refine_iters', type=int, default=None, help='refinement iterations (default: checkpoint)')
-    parser.add_argument('--decode', choices=('ar', 'nar'), default=None, help='decoding (default: checkpoint)')
+    parser.add_precision_option()
+    parser.add_decoding_options()
     parser.add_argument(
         '--openai_meanstd', action='store_true', help='normalise with the OpenAI CLIP statistics instead of 0.5/0.5'
     )
     parser.add_argument(
         '--out', action='append', default=[], metavar='FILE', help='also write the results to FILE (.json or .csv)'
     )
-    parser.add_argument(
-        '--trust_checkpoint',
-        action='store_true',
-        help='load a checkpoint that pickles objects other than tensors and plain data, which can run code: '
-        'only for files you trust',
-    )
+    parser.add_trust_option()
     return parser
-
-
-def check_writable(path: Path) -> None:
-    """Raises a ``CLIError`` naming ``path`` unless it can be written: not a directory, and a writable file or a new
-    file whose nearest existing ancestor is a writable directory (missing directories are created on writing)."""
-    if path.is_dir():
-        raise CLIError(f'--out {path}: is a directory')
-    ancestor = path.parent
-    while not ancestor.exists() and ancestor != ancestor.parent:
-        ancestor = ancestor.parent
-    if not ancestor.is_dir():
-        raise CLIError(f'--out {path}: {ancestor} is not a directory')
-    if not (os.access(path, os.W_OK) if path.exists() else os.access(ancestor, os.W_OK | os.X_OK)):
-        raise CLIError(f'--out {path}: permission denied')
 
 
 def main(argv: Optional[List[str]] = None) -> int:
     parser = build_parser()
-    args, unknown = parser.parse_known_args(argv)
-    flags = [u for u in unknown if u.startswith('-')]
-    if flags:
-        parser.error(f'unrecognized arguments: {" ".join(flags)}')
+    args, unknown = parser.parse_known_items(argv)
     if args.batch_size < 1:
         parser.error('--batch_size must be >= 1')
     if args.num_workers < 0:
@@ -120,7 +91,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         if o.suffix.lower() not in ('.json', '.csv'):
             parser.error(f'--out {o}: the file name must end in .json or .csv')
     for o in outs:  # now, not after hours of evaluation
-        check_writable(o)
+        check_writable(o, f'--out {o}')
     kwargs = model_overrides(args.refine_iters, args.decode, parse_model_args(unknown))
     kwargs['charset_test'] = benchmark_charset(args.cased, args.punctuation)  # as the original: the flags win
     checkpoint = resolve_checkpoint(args.checkpoint)

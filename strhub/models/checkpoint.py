@@ -25,9 +25,7 @@ from strhub.pretrained import not_found_message, pretrained_path
 __all__ = ['CheckpointError', 'read_checkpoint', 'model_state_dict', 'load_from_checkpoint', 'export_checkpoint']
 
 # How a user loads a checkpoint that pickles more than tensors and plain data.
-TRUST_HINT = (
-    '--trust_checkpoint (test.py, read.py, export_checkpoint.py), trust_checkpoint=true (train.py) or trust=True'
-)
+TRUST_HINT = '--trust_checkpoint (test.py, read.py, export.py), trust_checkpoint=true (train.py) or trust=True'
 
 
 def read_checkpoint(path: Union[str, Path], trust: bool = False) -> Dict[str, Any]:
