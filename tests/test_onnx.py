@@ -81,7 +81,8 @@ def test_onnxruntime_equals_pytorch(name, compose_config, pictures, tmp_path):
     else:
         system = load_from_checkpoint(source, **overrides)
     files = export_onnx(system, tmp_path / 'model.onnx')
-    assert [f.name for f in files] == ['model.onnx'] + (['model.cross.onnx'] if system.model.cross_decoder else [])
+    cross = ['model.text.onnx', 'model.cross.onnx'] if system.model.cross_decoder else []
+    assert [f.name for f in files] == ['model.onnx', 'model.visual.onnx', *cross]
     recognizer = OnnxRecognizer(files[0])
     assert recognizer.config['refine_iters'] == system.model.refine_iters
     if source is None:
@@ -111,7 +112,8 @@ def test_cli_export_then_read(pictures, tmp_path, capsys):
     # The output's format from its suffix, DST or --output.
     assert export.main(['clip4str-tiny', str(tmp_path / 'tiny.ckpt')]) == 0
     assert export.main(['clip4str-tiny', '--output', str(tmp_path / 'tiny.onnx')]) == 0
-    assert sorted(p.name for p in tmp_path.iterdir()) == ['tiny.ckpt', 'tiny.cross.onnx', 'tiny.onnx']
+    onnx_files = ['tiny.cross.onnx', 'tiny.onnx', 'tiny.text.onnx', 'tiny.visual.onnx']
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['tiny.ckpt', *onnx_files]
     capsys.readouterr()
     lines = []
     for model in ('clip4str-tiny', tmp_path / 'tiny.ckpt', tmp_path / 'tiny.onnx'):
@@ -168,10 +170,15 @@ def test_bad_export_arguments(tmp_path, capsys):
 def test_unusable_exports_are_reported(exported, tmp_path):
     alone = tmp_path / 'alone.onnx'
     shutil.copy(exported, alone)
-    with pytest.raises(OnnxModelError, match=r'cross-modal graph of .*alone\.onnx not found: .*tiny\.cross\.onnx'):
+    with pytest.raises(OnnxModelError, match=r'visual graph of .*alone\.onnx not found: .*tiny\.visual\.onnx'):
         OnnxRecognizer(alone)
+    for role in ('visual', 'text'):
+        shutil.copy(exported.with_name(f'tiny.{role}.onnx'), tmp_path)
     (tmp_path / 'tiny.cross.onnx').write_bytes(b'not the exported graph')
-    with pytest.raises(OnnxModelError, match=r'tiny\.cross\.onnx is not the cross-modal graph exported with'):
+    with pytest.raises(
+        OnnxModelError,
+        match=r'tiny\.cross\.onnx is not the cross graph exported with .*tiny\.visual\.onnx, tiny\.text\.onnx',
+    ):
         OnnxRecognizer(alone)
     corrupt = tmp_path / 'corrupt.onnx'
     corrupt.write_bytes(exported.read_bytes()[:1000])

@@ -1,16 +1,11 @@
-"""Export of a CLIP4STR system to ONNX: two graphs around the one step that stays on the host (captions: argmax
-strings -> CLIP BPE ids), see :mod:`strhub.deploy.onnx_format` for the files.
+"""Export of a CLIP4STR system to ONNX: one graph per stage of :meth:`CLIP4STR.forward_branches` (image encoder,
+visual decoder, text encoder, cross-modal decoder), see :mod:`strhub.deploy.onnx_format` for the files.
 
-The graphs compute what :meth:`CLIP4STR.forward_branches` computes, with fixed shapes where PyTorch's vary with the
-data, and the host recovers PyTorch's shapes (:mod:`strhub.deploy.onnx_runtime`):
-
-- decoding runs all T = max_label_length + 1 positions, never stopping early. By causality the first L positions
-  equal PyTorch's after an early stop at length L, and every row then holds an [E] within them, so a refinement over
-  all T positions sees the same context (its padding hides everything from the first [E] on) and gives the same
-  logits as PyTorch's over L;
-- the cross-modal decoding runs T positions too; PyTorch's runs L (``steps``), so before the first cross-modal
-  refinement the prediction at positions >= L - 1 is forced to [E], which hides the context from position L on as
-  PyTorch's shorter context does.
+The loops stay on the host (:mod:`strhub.deploy.onnx_runtime`), so that autoregressive decoding stops early as
+PyTorch's does: a graph cannot skip the steps after every word has ended, and for short words those were most of
+the work (tiny model, batch 1: twice the time of the whole reading). Each decoder graph is one pass over its inputs,
+any context length and any set of position queries; the memory keys and values are projected once per image and
+caption, in the encoder and text graphs, as in PyTorch.
 """
 
 import io
@@ -18,7 +13,7 @@ import json
 import os
 import warnings
 from pathlib import Path
-from typing import List, Optional, Tuple, Union
+from typing import List, Tuple, Union
 
 import torch
 from torch import Tensor, nn
@@ -29,7 +24,7 @@ from strhub.deploy.onnx_format import (
     FORMAT_VERSION,
     MAX_OPSET,
     METADATA_KEY,
-    cross_path,
+    graph_path,
     is_onnx_path,
     require,
     sha256,
@@ -43,75 +38,84 @@ __all__ = ['export_onnx']
 IMAGE_MEAN = IMAGE_STD = 0.5
 
 
-class _ConcatCache:
-    """The interface of :class:`~strhub.models.parseq.ContextCache`, growing by concatenation: traces to Concat
-    nodes instead of in-place writes into a preallocated buffer."""
-
-    def __init__(self) -> None:
-        self.kv: List[KV] = []
-
-    def put(self, layer: int, position: int, kv: KV) -> KV:
-        if layer == len(self.kv):
-            self.kv.append(kv)
-        else:
-            self.kv[layer] = tuple(torch.cat([old, new], dim=2) for old, new in zip(self.kv[layer], kv))
-        return self.kv[layer]
+def _stacked(kv: List[KV]) -> Tuple[Tensor, Tensor]:
+    """Per-layer keys/values as two tensors (layers, N, heads, S, head_dim): graph inputs and outputs."""
+    return torch.stack([k for k, _ in kv]), torch.stack([v for _, v in kv])
 
 
-def _decode_all(model: CLIP4STR, decoder: Decoder, memory: List[KV]) -> Tensor:
-    """:meth:`CLIP4STR.decode` over all positions without an early stop: (N, T, C)."""
-    num_steps = model.max_label_length + 1
-    # [B] of the memory's batch size, as a graph value (a traced Python int would fix the batch size).
-    bos = torch.full_like(memory[0][0][:, 0, :1, 0], model.tokenizer.bos_id, dtype=torch.long)
-    if not model.decode_ar:
-        return decoder(bos, memory, decoder.pos_queries[:, :num_steps].expand(bos.shape[0], -1, -1))[0]
-    cache, logits, token = _ConcatCache(), [], bos
-    for i in range(num_steps):
-        logits.append(decoder.step(i, token, memory, cache))
-        token = logits[-1].argmax(-1)
-    return torch.cat(logits, dim=1)
-
-
-class VisualGraph(nn.Module):
-    """The main graph: images -> (memory, the visual logits after decoding and after each refinement)."""
+class EncoderGraph(nn.Module):
+    """images -> each decoder's keys/values of the image tokens (the cross-modal decoder's: of its image part)."""
 
     def __init__(self, model: CLIP4STR) -> None:
         super().__init__()
         self.model = model
 
-    def forward(self, images: Tensor) -> Tuple[Tensor, Tensor]:
+    def forward(self, images: Tensor) -> Tuple[Tensor, ...]:
         m = self.model
         memory = m.encode(images)
-        kv = m.visual_decoder.memory_kv(memory)
-        logits = [_decode_all(m, m.visual_decoder, kv)]
-        for _ in range(m.refine_iters):
-            logits.append(m.refine(m.visual_decoder, logits[-1], kv, m.max_label_length + 1))
-        return memory, torch.stack(logits)
+        outputs = _stacked(m.visual_decoder.memory_kv(memory))
+        if m.cross_decoder is not None:
+            outputs += _stacked(m.cross_decoder.memory_kv(m.cross_image(memory)))
+        return outputs
 
 
-class CrossGraph(nn.Module):
-    """The cross graph: (memory, the captions of each visual prediction, the decoding length) -> final logits."""
+class TextGraph(nn.Module):
+    """CLIP token ids of the captions (N, context_length) -> the cross-modal decoder's keys/values of their text
+    features (the text part of its memory)."""
 
     def __init__(self, model: CLIP4STR) -> None:
         super().__init__()
         self.model = model
-        num_classes = model.cross_decoder.head.out_features
-        self.register_buffer('eos', nn.functional.one_hot(torch.tensor(model.tokenizer.eos_id), num_classes).float())
 
-    def forward(self, memory: Tensor, captions: Tensor, steps: Tensor) -> Tensor:
-        m, decoder = self.model, self.model.cross_decoder
-        num_steps = m.max_label_length + 1
-        image_kv = decoder.memory_kv(m.cross_image(memory))
-        # Every caption set through the text encoder in one batch.
-        text = m.encode_caption(captions.flatten(0, 1)).to(memory.dtype)
-        text = text.view(captions.shape[0], captions.shape[1], captions.shape[2], -1)
-        logits = _decode_all(m, decoder, concat_kv(image_kv, decoder.memory_kv(text[0])))
-        if m.refine_iters:
-            hidden = torch.arange(num_steps, device=memory.device) >= steps - 1
-            logits = torch.where(hidden[:, None], self.eos, logits)
-        for k in range(1, m.refine_iters + 1):
-            logits = m.refine(decoder, logits, concat_kv(image_kv, decoder.memory_kv(text[k])), num_steps)
-        return logits
+    def forward(self, captions: Tensor) -> Tuple[Tensor, Tensor]:
+        return _stacked(self.model.cross_decoder.memory_kv(self.model.encode_caption(captions)))
+
+
+class DecoderGraph(nn.Module):
+    """One decoder pass (:meth:`Decoder.forward`): the queries at ``positions`` read the context ``tokens`` and the
+    memory keys/values under the given masks. Every decoding call is one: an autoregressive step (the newest
+    position's query over the prefix, as the original computes it), single-pass decoding, a refinement."""
+
+    def __init__(self, decoder: Decoder) -> None:
+        super().__init__()
+        self.decoder = decoder
+
+    def forward(self, memory_k, memory_v, tokens, positions, query_mask, content_mask, padding) -> Tensor:
+        memory = list(zip(memory_k.unbind(0), memory_v.unbind(0)))
+        queries = self.decoder.pos_queries[0, positions].unsqueeze(0).expand(tokens.shape[0], -1, -1)
+        return self.decoder(tokens, memory, queries, query_mask, content_mask, padding)[0]
+
+
+def _decoder_inputs(model: CLIP4STR, decoder: Decoder, kv: List[KV]) -> Tuple[Tensor, ...]:
+    """Example inputs of a :class:`DecoderGraph` with context, query and memory lengths all different, so that the
+    trace keeps them apart."""
+    n, context, queries = kv[0][0].shape[0], 3, 5
+    tokens = torch.randint(0, decoder.head.out_features, (n, context))
+    tokens[:, 0] = model.tokenizer.bos_id
+    mask = torch.zeros(queries, context)
+    mask[0, -1] = float('-inf')
+    return (
+        *_stacked(kv),
+        tokens,
+        torch.arange(queries),
+        mask,
+        torch.zeros(context, context),
+        torch.zeros(n, context, dtype=torch.bool),
+    )
+
+
+DECODER_INPUTS = ['memory_k', 'memory_v', 'tokens', 'positions', 'query_mask', 'content_mask', 'padding']
+DECODER_AXES = {
+    'memory_k': {1: 'batch', 3: 'memory'},
+    'memory_v': {1: 'batch', 3: 'memory'},
+    'tokens': {0: 'batch', 1: 'context'},
+    'positions': {0: 'queries'},
+    'query_mask': {0: 'queries', 1: 'context'},
+    'content_mask': {0: 'context', 1: 'context'},
+    'padding': {0: 'batch', 1: 'context'},
+    'logits': {0: 'batch', 1: 'queries'},
+}
+KV_AXES = {1: 'batch', 3: 'memory'}
 
 
 def _write_atomically(path: Path, data: bytes) -> None:
@@ -184,33 +188,55 @@ def export_onnx(
     img_size = [int(s) for s in system.hparams.img_size]
     # A batch of 2, so that nothing in the trace can take the batch size for a constant 1.
     images = torch.randn(2, 3, *img_size)
+    cross = model.cross_decoder is not None
+    kv_names = ['visual_k', 'visual_v'] + (['image_k', 'image_v'] if cross else [])
     # Eval mode for the wrappers too: torch.onnx.export leaves every submodule in the mode it found the wrapper in.
-    visual_graph = VisualGraph(model).eval()
-    with torch.no_grad():
-        memory, visual = visual_graph(images)
+    encoder = EncoderGraph(model).eval()
     main = _to_onnx(
-        visual_graph,
+        encoder,
         (images,),
         ['images'],
-        ['memory', 'visual_logits'],
-        {'images': {0: 'batch'}, 'memory': {0: 'batch'}, 'visual_logits': {1: 'batch'}},
+        kv_names,
+        {'images': {0: 'batch'}, **dict.fromkeys(kv_names, KV_AXES)},
         opset,
         check,
     )
-    cross: Optional[Tuple[Path, bytes]] = None
-    if model.cross_decoder is not None:
-        captions = torch.stack([model.caption_tokens(v) for v in visual])
-        steps = torch.tensor(model.max_label_length + 1)
-        proto = _to_onnx(
-            CrossGraph(model).eval(),
-            (memory, captions, steps),
-            ['memory', 'captions', 'steps'],
+    with torch.no_grad():
+        memory = model.encode(images)
+        visual_kv = model.visual_decoder.memory_kv(memory)
+    graphs = {
+        'visual': (
+            DecoderGraph(model.visual_decoder),
+            _decoder_inputs(model, model.visual_decoder, visual_kv),
+            DECODER_INPUTS,
             ['logits'],
-            {'memory': {0: 'batch'}, 'captions': {1: 'batch'}, 'logits': {0: 'batch'}},
-            opset,
-            check,
+            DECODER_AXES,
         )
-        cross = cross_path(path), proto.SerializeToString()
+    }
+    if cross:
+        captions = model.bpe(['ab', 'c'] * (len(images) // 2))
+        with torch.no_grad():
+            cross_kv = concat_kv(
+                model.cross_decoder.memory_kv(memory), model.cross_decoder.memory_kv(model.encode_caption(captions))
+            )
+        graphs['text'] = (
+            TextGraph(model),
+            (captions,),
+            ['captions'],
+            ['text_k', 'text_v'],
+            {'captions': {0: 'batch'}, 'text_k': KV_AXES, 'text_v': KV_AXES},
+        )
+        graphs['cross'] = (
+            DecoderGraph(model.cross_decoder),
+            _decoder_inputs(model, model.cross_decoder, cross_kv),
+            DECODER_INPUTS,
+            ['logits'],
+            DECODER_AXES,
+        )
+    files = {
+        role: (graph_path(path, role), _to_onnx(g.eval(), args, ins, outs, axes, opset, check).SerializeToString())
+        for role, (g, args, ins, outs, axes) in graphs.items()
+    }
     meta = {
         'format': FORMAT_VERSION,
         'exporter': f'strhub {__version__}, torch {torch.__version__}',
@@ -223,14 +249,12 @@ def export_onnx(
         'decode_ar': model.decode_ar,
         'refine_iters': model.refine_iters,
         'context_length': model.bpe.context_length,
-        'cross': None if cross is None else {'file': cross[0].name, 'sha256': sha256(cross[1])},
+        'graphs': {role: {'file': f.name, 'sha256': sha256(data)} for role, (f, data) in files.items()},
     }
     entry = main.metadata_props.add()
     entry.key, entry.value = METADATA_KEY, json.dumps(meta, ensure_ascii=False)
     path.parent.mkdir(parents=True, exist_ok=True)
-    written = [path]
-    if cross is not None:  # first, so that a main file never names a cross graph that is not there yet
-        _write_atomically(*cross)
-        written.append(cross[0])
+    for f, data in files.values():  # first, so that a main file never names a graph that is not there yet
+        _write_atomically(f, data)
     _write_atomically(path, main.SerializeToString())
-    return written
+    return [path] + [f for f, _ in files.values()]

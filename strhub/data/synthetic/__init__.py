@@ -25,7 +25,7 @@ Determinism: sample ``i`` of split ``s`` is drawn from ``numpy.random.default_rn
 LMDB contents are byte-identical for the same seed, fonts, Pillow and NumPy versions, whatever the number of workers.
 """
 
-from strhub.data.synthetic.build import SPLITS, TEST_SETS, make_dataset, render_sample
+from strhub.data.synthetic.build import SPLITS, TEST_SETS, heldout_samples, make_dataset, render_sample
 from strhub.data.synthetic.fonts import FontSpec, check_font, find_font_files, list_fonts, split_fonts
 from strhub.data.synthetic.labels import label_sampler, load_words, split_words
 from strhub.data.synthetic.render import render_word
@@ -44,4 +44,5 @@ __all__ = [
     'render_word',
     'split_fonts',
     'split_words',
+    'heldout_samples',
 ]

@@ -67,6 +67,16 @@ def render_sample(
     return encode_image(image, rng, difficulty), label
 
 
+def heldout_samples(n: int, seed: int, charset: str = '94_full') -> List[Tuple[bytes, str]]:
+    """``n`` samples of the test splits, alternately SynthWords and SynthFonts (held-out words; training and held-out
+    font families of the fonts this machine has; SynthFonts falls back to the training fonts where there are too few
+    to hold out): (encoded image, label). A seed other than a dataset's gives images no training run has seen."""
+    train_fonts, held_fonts = split_fonts(list_fonts(charset))
+    fonts = {'train': train_fonts, 'heldout': held_fonts or train_fonts}
+    sampler = label_sampler(charset)
+    return [render_sample(TEST_SETS[i % 2], i, sampler, fonts, seed=seed) for i in range(n)]
+
+
 def _task(job: Tuple[str, int]) -> Tuple[bytes, str]:
     return render_sample(job[0], job[1], _CFG.sampler, _CFG.fonts, _CFG.seed, _CFG.difficulty)
 
