@@ -43,8 +43,15 @@ def test_bf16_reads_rendered_words_as_float32():
 def test_read_cli_precision(capsys):
     read = load_tool('read')
     image = str(FIXTURES / 'img0_hello.png')
-    assert read.main([NAME, image, '--precision', 'bf16-mixed', '--device', 'cpu']) == 0
+    threads = torch.get_num_threads()
+    try:
+        assert read.main([NAME, image, '--precision', 'bf16-mixed', '--device', 'cpu', '--threads', '1']) == 0
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(threads)
     assert 'img0_hello.png: hello (' in capsys.readouterr().out
+    with pytest.raises(CLIError, match='--threads must be >= 1'):
+        read.main([NAME, image, '--threads', '0'])
     with pytest.raises(CLIError, match="unknown precision 'fp8'"):
         read.main([NAME, image, '--precision', 'fp8'])
 

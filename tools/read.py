@@ -2,8 +2,8 @@
 """Read the text in images with a CLIP4STR checkpoint or its ONNX export (the original's ``read.py``, spec §8.3).
 
     python tools/read.py CKPT PATHS... [--format text|json|csv] [--batch_size 32] [--device auto|cpu|cuda]
-                         [--refine_iters N] [--decode ar|nar] [--precision 32|bf16-mixed|16-mixed] [--adapt]
-                         [--trust_checkpoint] [name:type=value ...]
+                         [--refine_iters N] [--decode ar|nar] [--precision 32|bf16-mixed|16-mixed] [--threads N]
+                         [--adapt] [--trust_checkpoint] [name:type=value ...]
 
 PATHS are image files and folders (searched recursively). The default output is one line per image,
 ``name: text (confidence)``; ``--format json`` prints one JSON object ``{"results": [...], "errors": [...]}`` and
@@ -71,6 +71,13 @@ def build_parser() -> ArgumentParser:
     parser.add_decoding_options()
     parser.add_precision_option()
     parser.add_argument(
+        '--threads',
+        type=int,
+        default=None,
+        help="CPU threads of PyTorch and onnxruntime (default: torch's); for one image at a time with a small model "
+        '1 is often fastest',
+    )
+    parser.add_argument(
         '--adapt', action='store_true', help="map predictions onto the model's test charset (as evaluation does)"
     )
     parser.add_argument('--no_exif', action='store_true', help='ignore EXIF orientation tags')
@@ -96,10 +103,17 @@ def main(argv: Optional[List[str]] = None) -> int:
         raise CLIError('no image paths given')
     if args.batch_size < 1:
         raise CLIError('--batch_size must be >= 1')
+    if args.threads is not None and args.threads < 1:
+        raise CLIError('--threads must be >= 1')
     kwargs = model_overrides(args.refine_iters, args.decode, parse_model_args(model_args))
     checkpoint = resolve_checkpoint(args.checkpoint)
 
+    import torch
+
     from strhub.read import TextReader  # torch and the model code: after the cheap checks
+
+    if args.threads:
+        torch.set_num_threads(args.threads)  # before the reader: its ONNX sessions take torch's count
 
     images, skipped = find_images(paths)
     if not images:
