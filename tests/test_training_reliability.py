@@ -180,18 +180,16 @@ def test_a_failed_start_is_one_line_and_leaves_no_run_folder(tmp_path, synthetic
 
 
 def test_pretrained_of_another_shape_names_the_parameter_and_both_shapes(tmp_path, synthetic_root, compose_config):
-    # A checkpoint for labels up to 30 characters, fine-tuned at the tiny experiment's 25.
-    model = instantiate(compose_config(TINY + ['model.max_label_length=30']).model)
-    path = tmp_path / 'long.ckpt'
+    # Decoders with a wider MLP: nothing maps them (a charset, length or image size change would be mapped).
+    model = instantiate(compose_config(TINY + ['model.dec_mlp_ratio=2']).model)
+    path = tmp_path / 'wide.ckpt'
     torch.save({'system': CLIP4STR, 'state_dict': model.state_dict(), 'hyper_parameters': dict(model.hparams)}, path)
     run = tmp_path / 'run'
     proc = run_train(run, f'data.root_dir={synthetic_root}', f'pretrained={path}', check=False)
     assert proc.returncode == 2 and 'Traceback' not in proc.stderr, proc.stderr[-3000:]
-    assert proc.stderr.strip().splitlines()[-1] == (
-        f'train.py: error: pretrained={path} does not fit the model: 2 shape mismatch: '
-        'model.visual_decoder.pos_queries: checkpoint (1, 31, 64), model (1, 26, 64); '
-        'model.cross_decoder.pos_queries: checkpoint (1, 31, 64), model (1, 26, 64)'
-    )
+    error = proc.stderr.strip().splitlines()[-1]
+    assert error.startswith(f'train.py: error: pretrained={path} does not fit the model: 6 shape mismatch: ')
+    assert 'model.visual_decoder.layers.0.linear1.weight: checkpoint (128, 64), model (256, 64)' in error, error
     assert not run.exists()
 
 

@@ -55,6 +55,11 @@ class Tokenizer:
     def charset(self) -> str:
         return ''.join(self._itos[1:-2])
 
+    @property
+    def tokens(self) -> Tuple[str, ...]:
+        """Every token by id: ``[E]``, the characters, ``[B]``, ``[P]``."""
+        return self._itos
+
     def ids_to_str(self, ids: Sequence[int]) -> str:
         return ''.join(self._itos[i] for i in ids)
 

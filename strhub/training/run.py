@@ -14,7 +14,8 @@ from pytorch_lightning.loggers import TensorBoardLogger
 from pytorch_lightning.strategies import DDPStrategy
 
 from strhub.models.checkpoint import model_state_dict, read_checkpoint
-from strhub.models.serialization import WeightsMismatchError, load_state_dict_strict
+from strhub.models.serialization import WeightsMismatchError
+from strhub.models.transfer import transfer_weights
 from .checkpointing import AtomicCheckpointIO, ScheduleCheck, StopOnInterrupt, remove_partial_checkpoints
 from .checks import TrainingSetupError, check_paths, check_values, choose_run_dir
 
@@ -92,9 +93,8 @@ def run_training(config: DictConfig, run_dir_given: bool = False) -> str:
     kw = trainer_kwargs(config)
     pretrained = None
     if config.pretrained:  # read before the dataset is indexed: a bad file fails at once
-        pretrained = model_state_dict(
-            read_checkpoint(config.pretrained, trust=config.trust_checkpoint), config.pretrained
-        )
+        ckpt = read_checkpoint(config.pretrained, trust=config.trust_checkpoint)
+        pretrained = model_state_dict(ckpt, config.pretrained), ckpt.get('hyper_parameters')
 
     datamodule = _build(config.data, 'data')
     batches = math.ceil(len(datamodule.train_dataset) / (config.data.batch_size * _world_size(kw)))
@@ -105,10 +105,10 @@ def run_training(config: DictConfig, run_dir_given: bool = False) -> str:
     model = _build(config.model, 'model')
     if pretrained is not None:
         try:
-            load_state_dict_strict(model, pretrained, config.pretrained)
+            report = transfer_weights(model, *pretrained, config.pretrained)
         except WeightsMismatchError as e:
             raise TrainingSetupError(f'pretrained={e}') from None
-        print(f'weights loaded from {config.pretrained}')
+        print(f'weights loaded from {config.pretrained}' + ''.join(f'\n  {line}' for line in report))
 
     checkpoint = ModelCheckpoint(
         dirpath=run_dir / 'checkpoints',
