@@ -22,12 +22,14 @@ from torch import Tensor
 from strhub.data.utils import CharsetAdapter, Tokenizer
 from strhub.deploy.onnx_format import FORMAT_VERSION, METADATA_KEY, OnnxModelError, require, sha256
 from strhub.models.clip import BpeTokenizer
+from strhub.models.parseq import causal_mask, cloze_mask
 
 __all__ = ['OnnxRecognizer', 'onnx_providers']
 
 KV = Tuple[np.ndarray, np.ndarray]  # keys, values: (layers, N, heads, S, head_dim)
 
 REEXPORT_HINT = 're-export it with tools/export.py'
+CPU = torch.device('cpu')  # the host's masks, as numpy arrays
 
 
 def onnx_providers(device: torch.device) -> List[str]:
@@ -152,7 +154,7 @@ class OnnxRecognizer:
         logits = []
         for i in range(num_steps):
             length = i + 1
-            causal = np.triu(np.full((length, length), -np.inf, np.float32), 1)
+            causal = causal_mask(length, CPU).numpy()
             step = self._decoder(role, kv, tokens, np.array([i]), causal[-1:], causal, np.zeros((n, length), bool))
             logits.append(step)
             if i + 1 < num_steps:
@@ -170,8 +172,7 @@ class OnnxRecognizer:
         tokens = np.concatenate([bos, logits[:, :-1].argmax(-1)], axis=1)
         length = tokens.shape[1]
         padding = np.cumsum(tokens == self.tokenizer.eos_id, axis=1) > 0
-        cloze = np.zeros((num_steps, num_steps), np.float32)
-        cloze[np.arange(num_steps - 1), np.arange(1, num_steps)] = -np.inf
+        cloze = cloze_mask(num_steps, CPU).numpy()
         return self._decoder(
             role, kv, tokens, np.arange(num_steps), cloze[:, :length], cloze[:length, :length], padding
         )

@@ -49,10 +49,13 @@ def _source(hparams: Mapping[str, Any], key: str, source: str, name: str, old: T
     return value
 
 
-def _grid(num_tokens: int, img_size: Sequence[int], patch: Sequence[int]) -> Tuple[int, int]:
+def _grid(num_tokens: int, img_size: Sequence[int], patch: Sequence[int], source: str, key: str) -> Tuple[int, int]:
     grid = (int(img_size[0]) // patch[0], int(img_size[1]) // patch[1])
     if grid[0] * grid[1] + 1 != num_tokens:
-        raise ValueError(f'{num_tokens} position embeddings do not fit a {grid[0]}x{grid[1]} patch grid')
+        raise WeightsMismatchError(
+            f'{source} does not fit the model: {key}: {num_tokens} position embeddings do not fit a '
+            f'{grid[0]}x{grid[1]} patch grid (img_size {list(img_size)}, patch {list(patch)})'
+        )
     return grid
 
 
@@ -81,15 +84,13 @@ def transfer_weights(
         old = weights.get(key)
         if old is None or old.shape == new.shape:
             continue
-        if key.endswith(_HEAD) or key.endswith(_EMBED):
+        if (key.endswith(_HEAD) or key.endswith(_EMBED)) and old.shape[1:] == new.shape[1:]:  # not a width change
             old_ids = {
                 t: i for i, t in enumerate(Tokenizer(_source(hparams, 'charset_train', source, key, old, new)).tokens)
             }
             # The head predicts [E] and the characters; the embedding also has [B] and [P].
             pairs = [(i, old_ids[t]) for i, t in enumerate(new_tok.tokens[: new.shape[0]]) if t in old_ids]
             pairs = [(i, j) for i, j in pairs if j < old.shape[0]]
-            if old.shape[1:] != new.shape[1:]:
-                continue  # a width change: left to the strict load's error
             weights[key] = _rows(new, old, pairs)
             if key.endswith(_HEAD[0]) or key.endswith(_EMBED):
                 kept = len(pairs) - (3 if key.endswith(_EMBED) else 1)
@@ -109,8 +110,8 @@ def transfer_weights(
         elif key.endswith(_VISUAL_POS) and old.shape[1:] == new.shape[1:]:
             patch = tuple(own[key.replace('positional_embedding', 'conv1.weight')].shape[2:])
             old_img = _source(hparams, 'img_size', source, key, old, new)
-            old_grid = _grid(old.shape[0], old_img, patch)
-            new_grid = _grid(new.shape[0], model.hparams.img_size, patch)
+            old_grid = _grid(old.shape[0], old_img, patch, source, key)
+            new_grid = _grid(new.shape[0], model.hparams.img_size, patch, source, key)
             grid = old[1:].float().T.reshape(1, -1, *old_grid)
             grid = F.interpolate(grid, size=new_grid, mode='bicubic', align_corners=False)
             weights[key] = torch.cat([old[:1].float(), grid.reshape(old.shape[1], -1).T]).to(new.dtype)
