@@ -3,6 +3,7 @@
 import logging
 import os
 import pickle
+import unicodedata
 import warnings
 
 import lmdb
@@ -77,6 +78,26 @@ def test_label_filtering_switches(make_lmdb):
     assert ds.labels == ['abc', 'caf', 'A-b']  # space and é are not in the charset: removed by the adapter
     assert LmdbDataset(root, CS94, 3, remove_whitespace=False).labels == ['A-b']  # 'ab c' is 4 long with its space
     assert LmdbDataset(root, CS94, 3).labels == ['abc', 'A-b']
+
+
+def test_own_script_labels_keep_their_characters(make_lmdb, caplog):
+    """A non-ASCII charset keeps its characters (NFC, not folded to ASCII); a label with a character outside it is
+    skipped and counted, not trained on with the character deleted. An ASCII charset still folds (the original)."""
+    greek = CS36 + 'αβγδεζηθικλμνξοπρσςτυφχψωάέήίόύώ'
+    decomposed = unicodedata.normalize('NFD', 'καφές')  # e + combining acute, as some tools write labels
+    labels = [decomposed, 'ΟΔΟΣ 12', 'café', 'σκύλοςж', 'жж', 'Ωmega!']
+    root = make_lmdb('ds', labels)
+    ds = LmdbDataset(root, greek, 25)
+    assert ds.labels == ['καφές', 'οδος12']  # composed; lower-cased like any lower-case charset; whitespace removed
+    assert ds.num_skipped['unsupported_chars'] == 4  # é, ж (twice, one label), ж, !
+    assert ds.unsupported_chars == {'é': 1, 'ж': 3, '!': 1}
+    assert ds.filtered_index_list == [1, 2]
+    summary = ds.skip_summary()
+    assert '4 unsupported_chars' in summary and "'ж' 3" in summary
+    # The same labels with the ASCII benchmark charset: the original's folding and deletion
+    ascii_ds = LmdbDataset(root, CS36, 25)
+    assert ascii_ds.labels == ['12', 'cafe', 'mega']  # the Greek words vanish: why a non-ASCII charset keeps them
+    assert ascii_ds.num_skipped['empty_label'] == 3 and ascii_ds.num_skipped['unsupported_chars'] == 0
 
 
 def test_min_image_dim(make_lmdb, png_bytes):

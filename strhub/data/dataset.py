@@ -6,6 +6,7 @@ import logging
 import os
 import unicodedata
 import warnings
+from collections import Counter
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
@@ -30,8 +31,9 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 # Reasons a record is dropped, the keys of ``LmdbDataset.num_skipped``. The first three are the normal label/image
-# filters of the original; the others are bad records, which the original did not handle (it crashed).
-FILTER_REASONS = ('too_long', 'empty_label', 'too_small')
+# filters of the original, 'unsupported_chars' ours for a non-ASCII charset (see LmdbDataset); the others are bad
+# records, which the original did not handle (it crashed).
+FILTER_REASONS = ('too_long', 'empty_label', 'too_small', 'unsupported_chars')
 BAD_RECORD_REASONS = ('missing_label', 'undecodable_label', 'missing_image', 'undecodable_image')
 MAX_LISTED = 10  # bad records named in a warning or summary line
 
@@ -80,7 +82,13 @@ def describe_records(records: Sequence[Tuple[str, str]]) -> str:
 class LmdbDataset(Dataset):
     """One STR LMDB: filtered labels in memory, images read lazily.
 
-    Labels are preprocessed once at construction (spec §3.2). Bad records found then (missing or non-UTF-8 label,
+    Labels are preprocessed once at construction (spec §3.2). With an ASCII charset (every benchmark charset) this is
+    the original's: NFKD folded to ASCII (accents dropped, other scripts removed), then case folding and removal of
+    the characters outside the charset. A charset with a non-ASCII character is the user's own script, and that
+    folding would delete it (the original's users met this as labels silently emptied or shortened), so then labels
+    are NFC-normalised instead, case-folded as before, and a label still holding a character outside the charset is
+    skipped (``num_skipped['unsupported_chars']``, the characters counted in ``unsupported_chars``) rather than
+    trained on with a letter missing. Bad records found then (missing or non-UTF-8 label,
     or, with ``min_image_dim`` or ``verify_images``, a missing or unreadable image) are skipped, counted in
     ``num_skipped``, listed in ``bad_records`` and reported in one ``CorruptRecordWarning`` naming the path, the
     record keys and the reasons.
@@ -106,7 +114,7 @@ class LmdbDataset(Dataset):
         max_label_len: labels longer than this *before* charset adaptation are skipped.
         min_image_dim: skip images whose width or height is smaller (0 disables; reads every image header).
         remove_whitespace: delete all whitespace from labels.
-        normalize_unicode: NFKD-normalise labels and drop non-ASCII characters.
+        normalize_unicode: normalise labels: NFKD folded to ASCII for an ASCII charset, NFC otherwise.
         transform: applied to the PIL RGB image.
         verify_images: decode every image at construction and exclude the bad records (evaluation); costs one
             extra decode per image.
@@ -139,6 +147,8 @@ class LmdbDataset(Dataset):
         self.num_skipped: Dict[str, int] = dict.fromkeys(FILTER_REASONS + BAD_RECORD_REASONS, 0)
         # (key, reason) of each bad record: those skipped at construction, then those met in __getitem__ (this process)
         self.bad_records: List[Tuple[str, str]] = []
+        # How often each character outside a non-ASCII charset made a label be skipped
+        self.unsupported_chars: Counter = Counter()
         self._bad_items: set = set()  # dataset indices found unreadable in __getitem__ (this process)
         self._warned_bad_item = False
         self.num_samples = self._preprocess_labels(charset, remove_whitespace, normalize_unicode, max_label_len)
@@ -147,6 +157,7 @@ class LmdbDataset(Dataset):
         self, charset: str, remove_whitespace: bool, normalize_unicode: bool, max_label_len: int
     ) -> int:
         charset_adapter = CharsetAdapter(charset)
+        own_script = not charset.isascii()
         env = SHARED_ENVS.acquire(self.root)
         try:
             with env.begin() as txn:
@@ -163,14 +174,24 @@ class LmdbDataset(Dataset):
                         continue
                     if remove_whitespace:
                         label = ''.join(label.split())
-                    if normalize_unicode:  # compatible ASCII: accents dropped, other non-ASCII removed
+                    if normalize_unicode and own_script:  # composed characters, as a charset lists them
+                        label = unicodedata.normalize('NFC', label)
+                    elif normalize_unicode:  # compatible ASCII: accents dropped, other non-ASCII removed
                         label = unicodedata.normalize('NFKD', label).encode('ascii', 'ignore').decode()
                     # Length before charset filtering: a too-long original label is skipped even if filtering would
                     # shorten it.
                     if len(label) > max_label_len:
                         self.num_skipped['too_long'] += 1
                         continue
-                    label = charset_adapter(label)
+                    if own_script:
+                        label = charset_adapter.fold_case(label)
+                        missing = charset_adapter.unsupported.findall(label)
+                        if missing:
+                            self.num_skipped['unsupported_chars'] += 1
+                            self.unsupported_chars.update(missing)
+                            continue
+                    else:
+                        label = charset_adapter(label)
                     if not label:
                         self.num_skipped['empty_label'] += 1
                         continue
@@ -195,6 +216,17 @@ class LmdbDataset(Dataset):
                 stacklevel=3,
             )
         return len(self.labels)
+
+    def skip_summary(self) -> str:
+        """``' (skipped: 3 too_long, 2 unsupported_chars: 'ж' 2)'``, or '' when nothing was skipped."""
+        counts = [f'{n} {reason}' for reason, n in self.num_skipped.items() if n]
+        if not counts:
+            return ''
+        if self.unsupported_chars:
+            chars = ', '.join(f'{c!r} {n}' for c, n in self.unsupported_chars.most_common(MAX_LISTED))
+            more = len(self.unsupported_chars) - MAX_LISTED
+            counts.append(f'characters outside the charset: {chars}' + (f' and {more} more' if more > 0 else ''))
+        return f' (skipped: {", ".join(counts)})'
 
     def _add_bad(self, key: bytes, reason: str, detail: str) -> None:
         self.num_skipped[reason] += 1
@@ -290,6 +322,6 @@ def build_tree_dataset(root: Union[str, os.PathLike], *args, **kwargs) -> Concat
     for mdb in mdbs:
         ds_name = os.path.dirname(mdb) or '.'
         dataset = LmdbDataset(root / ds_name, *args, **kwargs)
-        log.info(f'\tlmdb:\t{ds_name}\tnum samples: {len(dataset)}')
+        log.info(f'\tlmdb:\t{ds_name}\tnum samples: {len(dataset)}{dataset.skip_summary()}')
         datasets.append(dataset)
     return ConcatDataset(datasets)

@@ -64,7 +64,7 @@ class SceneTextDataModule(pl.LightningDataModule):
         num_workers: DataLoader workers.
         augment: RandAugment on training images.
         remove_whitespace: strip whitespace from labels.
-        normalize_unicode: NFKD + ASCII labels.
+        normalize_unicode: NFKD-to-ASCII labels for an ASCII charset, NFC otherwise (see ``LmdbDataset``).
         min_image_dim: skip images with a smaller side (0 disables).
         rotation: test-time rotation in degrees (counter-clockwise, canvas expanded).
         collate_fn: DataLoader collate function (None: default collation).

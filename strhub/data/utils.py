@@ -25,12 +25,15 @@ class CharsetAdapter:
         self.uppercase_only = target_charset == target_charset.upper()
         self.unsupported = re.compile(f'[^{re.escape(target_charset)}]')
 
-    def __call__(self, label: str) -> str:
+    def fold_case(self, label: str) -> str:
         if self.lowercase_only:
-            label = label.lower()
-        elif self.uppercase_only:
-            label = label.upper()
-        return self.unsupported.sub('', label)
+            return label.lower()
+        if self.uppercase_only:
+            return label.upper()
+        return label
+
+    def __call__(self, label: str) -> str:
+        return self.unsupported.sub('', self.fold_case(label))
 
 
 class Tokenizer:
