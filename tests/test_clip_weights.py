@@ -169,3 +169,58 @@ def test_sincos_init_refuses_pretrained_weights(tmp_path, reference, compose_con
         instantiate(config.model)
     with pytest.raises(Exception, match="pos_embed_init must be null or 'sincos'"):
         instantiate(compose_config(['+experiment=clip4str-tiny', 'model.pos_embed_init=learned']).model)
+
+
+# --- Another input size than the file's (long text from a square CLIP) -----------------------------------------------
+
+
+def test_other_image_size_resizes_the_position_embedding(tmp_path, reference, caplog):
+    path = tmp_path / 'clip.pt'
+    torch.save(_half_sd(reference), path)
+    with caplog.at_level('INFO', logger='strhub.models.clip'):
+        model = load_clip(path, ARCH, image_size=(32, 64)).eval()  # 4x4 patches -> 4x8
+    assert model.visual.image_size == (32, 64) and model.visual.grid_size == (4, 8)
+    assert 'resized from a 4x4 to a 4x8 patch grid' in caplog.text
+    pos, ref = model.visual.positional_embedding, reference.visual.positional_embedding.half().float()
+    assert pos.shape == (1 + 32, 64) and torch.equal(pos[0], ref[0])  # class token kept
+    # Bicubic resizing of each channel as an image: doubling the width keeps every row's mean and range roughly,
+    # and an exact copy where the grid is unchanged (the height).
+    grid = pos[1:].T.reshape(64, 4, 8)
+    torch.testing.assert_close(grid.mean(2), ref[1:].T.reshape(64, 4, 4).mean(2), atol=0.05, rtol=0)
+    with torch.no_grad():
+        assert encode_image(model, torch.randn(2, 3, 32, 64)).shape == (2, 33, 16)
+    # All other weights as in the file
+    for k, v in model.state_dict().items():
+        if k != 'visual.positional_embedding':
+            assert torch.equal(v, reference.state_dict()[k].half().float()), k
+    # Loading at the file's own size is unchanged
+    _assert_same(load_clip(path, ARCH, image_size=(32, 32)), reference)
+
+
+def test_other_image_size_errors(tmp_path, reference, compose_config):
+    path = tmp_path / 'clip.pt'
+    torch.save(reference.state_dict(), path)
+    with pytest.raises(CLIPWeightsError, match=r'img_size \[32, 60\] is not a whole number of the CLIP patches'):
+        load_clip(path, ARCH, image_size=(32, 60))
+    wrong = CLIPArch(**{**ARCH.to_dict(), 'image_size': [32, 64]})  # the file is 32x32
+    with pytest.raises(CLIPWeightsError, match=r'image_size \[32, 64\] .* does not fit the 16 patch position'):
+        load_clip(path, wrong)
+
+
+def test_system_at_another_img_size_from_a_clip_file(tmp_path, reference, compose_config):
+    """model.img_size=[32,64] with a 32x32 CLIP file: the system is built at 32x64 and records it."""
+    path = tmp_path / 'clip.pt'
+    torch.save(reference.state_dict(), path)
+    config = compose_config(
+        [
+            '+experiment=clip4str-tiny',
+            f'model.clip_pretrained={path}',
+            'model.clip_arch=null',
+            'model.pos_embed_init=null',
+            'model.img_size=[32,64]',
+        ]
+    )
+    system = instantiate(config.model).eval()
+    assert system.hparams.clip_arch['image_size'] == [32, 64]
+    with torch.no_grad():
+        assert system(torch.rand(1, 3, 32, 64)).shape[0] == 1

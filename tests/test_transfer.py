@@ -35,7 +35,6 @@ def test_charset_length_and_image_size_change(compose_config):
         f"model.charset_train='{NEW}'",  # quoted: Hydra's grammar takes non-ASCII only in quotes
         'model.max_label_length=30',
         'model.img_size=[32,256]',
-        'model.clip_arch.image_size=[32,256]',
     )
     fresh = {k: v.clone() for k, v in model.state_dict().items()}
     report = transfer_weights(model, weights, hparams, 'clip4str-tiny')

@@ -6,12 +6,14 @@ not open_clip's 16). The released weights only reproduce that way, so :func:`bui
 """
 
 import dataclasses
+import logging
 import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
+import torch.nn.functional as F
 from open_clip.model import CLIP, CLIPTextCfg, CLIPVisionCfg
 from open_clip.tokenizer import SimpleTokenizer
 from torch import Tensor
@@ -26,6 +28,8 @@ from strhub.models.serialization import (
     strip_module_prefix,
     torchscript_state_dict,
 )
+
+log = logging.getLogger(__name__)
 
 # Entries of CLIP files that are not parameters (OpenAI's metadata; a causal mask some exports store).
 _NON_PARAM_KEYS = ('input_resolution', 'context_length', 'vocab_size', 'attn_mask')
@@ -87,6 +91,12 @@ def arch_from_state_dict(state_dict: Dict[str, Tensor], image_size: Optional[Seq
         if side * side != n_patches:
             raise CLIPWeightsError(f'{n_patches} patches is not a square grid: give image_size')
         image_size = (side * patch[0], side * patch[1])
+    elif (image_size[0] // patch[0]) * (image_size[1] // patch[1]) != n_patches:
+        raise CLIPWeightsError(
+            f'image_size {list(image_size)} with patch {list(patch)} does not fit the {n_patches} patch position '
+            'embeddings of the weights (clip_arch.image_size is the size the weights were trained at; the input '
+            'size is model.img_size)'
+        )
 
     def n_blocks(prefix: str) -> int:
         return len({k.split('.')[len(prefix.split('.'))] for k in state_dict if k.startswith(prefix + '.')})
@@ -115,6 +125,8 @@ def build_clip(arch: CLIPArch) -> CLIP:
     """An open_clip ``CLIP`` whose parameter names equal OpenAI's checkpoint keys."""
     if arch.vision_width % arch.head_width or arch.text_width % arch.head_width:
         raise ValueError(f'widths must be multiples of head_width={arch.head_width}: {arch}')
+    if any(s % p for s, p in zip(arch.image_size, arch.patch_size)) or min(arch.grid) < 1:
+        raise ValueError(f'image size {list(arch.image_size)} is not a whole number of patches {list(arch.patch_size)}')
     vision = CLIPVisionCfg(
         layers=arch.vision_layers,
         width=arch.vision_width,
@@ -156,6 +168,14 @@ def init_sincos_pos_embed(clip: CLIP) -> None:
         pos[1:] = sincos_pos_embed(clip.visual.grid_size, pos.shape[1])
 
 
+def resize_pos_embed(pos: Tensor, old_grid: Sequence[int], new_grid: Sequence[int]) -> Tensor:
+    """A ViT position embedding (1 + H*W, width) for another patch grid: the patch rows interpolated bicubically as
+    an image, the class token's row kept."""
+    grid = pos[1:].float().T.reshape(1, pos.shape[1], *old_grid)
+    grid = F.interpolate(grid, size=tuple(new_grid), mode='bicubic', align_corners=False)
+    return torch.cat([pos[:1].float(), grid.reshape(pos.shape[1], -1).T]).to(pos.dtype)
+
+
 def read_clip_state_dict(path: Union[str, Path], trust: bool = False) -> Dict[str, Tensor]:
     """Reads CLIP weights from a local file, never downloading, and never running code from it.
 
@@ -194,12 +214,22 @@ def read_clip_state_dict(path: Union[str, Path], trust: bool = False) -> Dict[st
     return {k: v for k, v in strip_module_prefix(sd).items() if k not in _NON_PARAM_KEYS}
 
 
-def load_clip(path: Union[str, Path], arch: Optional[CLIPArch] = None, trust: bool = False) -> CLIP:
+def load_clip(
+    path: Union[str, Path],
+    arch: Optional[CLIPArch] = None,
+    trust: bool = False,
+    image_size: Optional[Sequence[int]] = None,
+) -> CLIP:
     """Builds a CLIP from a weights file; ``arch`` (if given) must match the file; ``trust``: see
     :func:`read_clip_state_dict`.
 
     As the original, weights pass through float16 before the model is cast to float32, so fp32
     OpenCLIP files are rounded exactly as the original rounds them.
+
+    Args:
+        image_size: (H, W) input size of the model, if other than the file's: its visual position embedding is
+            resized to the new patch grid (:func:`resize_pos_embed`), e.g. 224x448 for long text from a 224x224
+            CLIP. The original supports only the file's size.
     """
     sd = read_clip_state_dict(path, trust)
     try:
@@ -215,9 +245,24 @@ def load_clip(path: Union[str, Path], arch: Optional[CLIPArch] = None, trust: bo
         if diff:
             raise CLIPWeightsError(f'{path} is another CLIP architecture than configured: ' + '; '.join(diff))
         found.head_width = arch.head_width
+    sd = {k: v.half().float() for k, v in sd.items()}
+    if image_size is not None and tuple(_pair(image_size)) != found.image_size:
+        old_grid = found.grid
+        found.image_size = tuple(_pair(image_size))
+        if any(s % p for s, p in zip(found.image_size, found.patch_size)) or min(found.grid) < 1:
+            raise CLIPWeightsError(
+                f'img_size {list(found.image_size)} is not a whole number of the CLIP patches '
+                f'{list(found.patch_size)} of {path}'
+            )
+        key = 'visual.positional_embedding'
+        sd[key] = resize_pos_embed(sd[key], old_grid, found.grid)
+        log.info(
+            f'{path}: {key} resized from a {old_grid[0]}x{old_grid[1]} to a {found.grid[0]}x{found.grid[1]} patch '
+            f'grid (bicubic) for img_size {list(found.image_size)}'
+        )
     model = build_clip(found)
     try:
-        load_state_dict_strict(model, {k: v.half().float() for k, v in sd.items()}, str(path))
+        load_state_dict_strict(model, sd, str(path))
     except WeightsMismatchError as e:
         raise CLIPWeightsError(str(e)) from None
     return model

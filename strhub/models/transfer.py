@@ -16,11 +16,10 @@ Loading the same shape is exact: every tensor is copied unchanged.
 
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
-import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from strhub.data.utils import Tokenizer
+from strhub.models.clip import resize_pos_embed
 from strhub.models.serialization import WeightsMismatchError, load_state_dict_strict
 
 __all__ = ['transfer_weights']
@@ -112,9 +111,7 @@ def transfer_weights(
             old_img = _source(hparams, 'img_size', source, key, old, new)
             old_grid = _grid(old.shape[0], old_img, patch, source, key)
             new_grid = _grid(new.shape[0], model.hparams.img_size, patch, source, key)
-            grid = old[1:].float().T.reshape(1, -1, *old_grid)
-            grid = F.interpolate(grid, size=new_grid, mode='bicubic', align_corners=False)
-            weights[key] = torch.cat([old[:1].float(), grid.reshape(old.shape[1], -1).T]).to(new.dtype)
+            weights[key] = resize_pos_embed(old, old_grid, new_grid).to(new.dtype)
             report.append(
                 f'{key}: patch grid {old_grid[0]}x{old_grid[1]} resized to {new_grid[0]}x{new_grid[1]} (bicubic)'
             )

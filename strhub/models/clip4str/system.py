@@ -1,5 +1,6 @@
 """CLIP4STR as a LightningModule: construction from config, freezing, the PSM loss, optimiser and schedule."""
 
+import dataclasses
 import random
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
@@ -71,18 +72,16 @@ class CLIP4STRSystem(BaseSystem):
         if pos_embed_init and clip_pretrained:
             raise ValueError('pos_embed_init=sincos is for a random CLIP; it would overwrite pre-trained weights')
         arch = CLIPArch(**clip_arch) if clip_arch is not None else None
+        # The CLIP is built for img_size; clip_arch.image_size is that of the weights it describes. A pre-trained
+        # file of another size has its position embedding resized (the original requires the file's size).
         if clip_pretrained:
-            clip = load_clip(clip_pretrained, arch, trust=clip_trusted)
+            clip = load_clip(clip_pretrained, arch, trust=clip_trusted, image_size=img_size)
         elif arch is not None:
-            clip = build_clip(arch)
+            clip = build_clip(dataclasses.replace(arch, image_size=tuple(img_size)))
         else:
             raise ValueError('set model.clip_pretrained (a CLIP weights file) or model.clip_arch (random init)')
         if pos_embed_init == 'sincos':
             init_sincos_pos_embed(clip)
-        if tuple(img_size) != tuple(clip.visual.image_size):
-            raise ValueError(
-                f'img_size {list(img_size)} differs from the CLIP input size {list(clip.visual.image_size)}'
-            )
         if perm_mirrored and perm_num % 2:
             raise ValueError(f'perm_num must be even with perm_mirrored (got {perm_num})')
         # Record the resolved architecture so the checkpoint rebuilds without the CLIP file.
