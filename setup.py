@@ -19,7 +19,7 @@ setup(
     python_requires='>=3.10',  # glob(root_dir=)
     packages=find_packages(include=['strhub', 'strhub.*']),
     include_package_data=True,
-    package_data={'strhub': ['data/wordlist.txt', 'pretrained/*.ckpt', 'pretrained/README.md']},
+    package_data={'strhub': ['data/wordlist.txt', 'data/wordlist_el.txt', 'pretrained/*.ckpt', 'pretrained/README.md']},
     install_requires=requirements,
     extras_require={
         'test': ['pytest>=7', 'ruff==0.17.6', 'matplotlib>=3.5'],  # ruff pinned as in .pre-commit-config.yaml

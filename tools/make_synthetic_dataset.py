@@ -6,6 +6,10 @@ Example::
     python tools/make_synthetic_dataset.py --out data/synthetic                    # 20k/1k/1k, about a minute
     python tools/make_synthetic_dataset.py --out data/synthetic --num_train 100000 --num_val 2000 --num_test 2000
     python tools/make_synthetic_dataset.py --list_fonts                            # usable and rejected fonts
+    python tools/make_synthetic_dataset.py --list_scripts                          # which scripts the fonts cover
+    # mixed-case Latin and Greek (or a charset file, or the characters), English and Greek words
+    python tools/make_synthetic_dataset.py --out data/greek --charset 125_latin-greek \
+        --words strhub/data/wordlist.txt strhub/data/wordlist_el.txt
 
 Layout and splits: see ``strhub/data/synthetic/build.py``. The same seed gives the same LMDB contents (for the same fonts
 and Pillow/NumPy versions), whatever ``--workers``.
@@ -18,8 +22,9 @@ from typing import List, Optional
 
 from _cli import ArgumentParser, CLIError, run_cli
 
+from strhub.data.charsets import CHARSETS, read_charset_file
 from strhub.data.synthetic import list_fonts, make_dataset, split_fonts
-from strhub.data.utils import CHARSETS
+from strhub.data.synthetic.fonts import script_coverage
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
@@ -28,7 +33,17 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     p.add_argument('--num_train', type=int, default=20000, help='training samples')
     p.add_argument('--num_val', type=int, default=1000, help='validation samples')
     p.add_argument('--num_test', type=int, default=1000, help='samples per test set')
-    p.add_argument('--charset', default='94_full', choices=sorted(CHARSETS), help='label charset')
+    p.add_argument(
+        '--charset',
+        default='94_full',
+        help=f'label charset: a name ({", ".join(CHARSETS)}), a UTF-8 file of its characters, or the characters',
+    )
+    p.add_argument(
+        '--words',
+        nargs='+',
+        metavar='FILE',
+        help='word lists, one word per line (default: the shipped English list); each is drawn from equally often',
+    )
     p.add_argument('--seed', type=int, default=0, help='random seed')
     p.add_argument('--workers', type=int, default=os.cpu_count() or 1, help='processes (default: all CPUs)')
     p.add_argument('--max_label_length', type=int, default=25, help='longest label')
@@ -41,18 +56,37 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     p.add_argument('--overwrite', action='store_true', help='replace the LMDBs and meta.json of a previous run')
     p.add_argument('--no_progress', action='store_true', help='no progress bar')
     p.add_argument('--list_fonts', action='store_true', help='print the usable and rejected fonts, then exit')
+    p.add_argument('--list_scripts', action='store_true', help='print which scripts the fonts found cover, then exit')
     args = p.parse_args(argv)
-    if not args.list_fonts and not args.out:
+    if not (args.list_fonts or args.list_scripts) and not args.out:
         p.error('--out is required')
     if not 0 <= args.difficulty <= 1:
         p.error('--difficulty must be within 0..1')
     if min(args.num_train, args.num_val, args.num_test) < 0 or args.shard_size < 1:
         p.error('counts must be >= 0 and --shard_size >= 1')
+    if args.charset not in CHARSETS:
+        try:
+            args.charset = read_charset_file(args.charset) if Path(args.charset).is_file() else args.charset
+        except ValueError as e:
+            p.error(str(e))
+        if len(set(args.charset)) != len(args.charset):
+            p.error(f'--charset repeats characters: {args.charset!r}')
+    for f in args.words or []:
+        if not Path(f).is_file():
+            p.error(f'--words {f}: no such file')
     return args
 
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = parse_args(argv)
+    if args.list_scripts:
+        print('Scripts the fonts found draw (all sample letters and the digits), for --charset:')
+        for script, fonts in script_coverage(args.fonts_dir, not args.no_system_fonts).items():
+            families = sorted({f.family for f in fonts})
+            listed = ', '.join(families[:6]) + (f' and {len(families) - 6} more' if len(families) > 6 else '')
+            print(f'  {script:16s} {len(fonts):3d} fonts, {len(families):2d} families{": " + listed if fonts else ""}')
+        print('Scripts that need text shaping or run right to left (Arabic, Hebrew, Indic, Thai) are not rendered.')
+        return 0
     if args.list_fonts:
         fonts, rejected = list_fonts(args.charset, args.fonts_dir, not args.no_system_fonts, with_rejected=True)
         train, held = split_fonts(fonts, args.font_holdout)
@@ -81,8 +115,9 @@ def main(argv: Optional[List[str]] = None) -> int:
             shard_size=args.shard_size,
             overwrite=args.overwrite,
             progress=not args.no_progress,
+            words=args.words,
         )
-    except FileExistsError as e:
+    except (FileExistsError, ValueError) as e:  # ValueError: no word of the lists fits the charset
         raise CLIError(str(e)) from None
     print(
         f'Wrote {s["total"]} images to {s["out_dir"]} in {s["elapsed_s"]:.1f} s ({s["images_per_s"]:.0f} images/s, '

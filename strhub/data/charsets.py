@@ -6,6 +6,8 @@ composed. Kept free of torch, so that the tools can build a test charset before 
 """
 
 import string
+import unicodedata
+from pathlib import Path
 
 from omegaconf import OmegaConf
 
@@ -15,19 +17,48 @@ CHARSETS = {
     '36_lowercase': _ALPHANUMERIC,
     '62_mixed-case': _ALPHANUMERIC + string.ascii_uppercase,
     '94_full': _ALPHANUMERIC + string.ascii_uppercase + string.punctuation,
+    # Ours, for fine-tuning to a new script (README, "Fine-tuning"): mixed-case Latin and monotonic Greek.
+    '125_latin-greek': _ALPHANUMERIC
+    + string.ascii_uppercase
+    + 'αβγδεζηθικλμνξοπρσςτυφχψωάέήίόύώ'
+    + 'ΑΒΓΔΕΖΗΘΙΚΛΜΝΞΟΠΡΣΤΥΦΧΨΩΆΈΉΊΌΎΏ',
 }
 
 
-def charset(name: str) -> str:
-    """The charset named ``name`` (a key of ``CHARSETS``).
+def read_charset_file(path) -> str:
+    """The characters of a UTF-8 text file, in order: line breaks (and a byte-order mark) ignored, NFC-composed as
+    labels are (``é`` is one character, however the file spells it).
 
     Raises:
-        ValueError: an unknown name, listing the known ones.
+        ValueError: the file is unreadable, empty, or repeats a character (naming the file and the character).
     """
     try:
+        text = Path(path).read_text(encoding='utf-8-sig')
+    except (OSError, UnicodeDecodeError) as e:
+        raise ValueError(f'cannot read charset file {path}: {e}') from None
+    chars = unicodedata.normalize('NFC', ''.join(text.splitlines()))
+    if not chars:
+        raise ValueError(f'charset file {path} is empty')
+    seen = set()
+    for c in chars:
+        if c in seen:
+            raise ValueError(f'charset file {path} repeats {c!r} (U+{ord(c):04X})')
+        seen.add(c)
+    return chars
+
+
+def charset(name: str) -> str:
+    """The charset named ``name`` (a key of ``CHARSETS``), or read from the file ``name``
+    (:func:`read_charset_file`), e.g. ``${charset:charsets/greek.txt}`` in a config or on the command line.
+
+    Raises:
+        ValueError: neither a known name nor a file, listing the known names.
+    """
+    if name in CHARSETS:
         return CHARSETS[name]
-    except KeyError:
-        raise ValueError(f'unknown charset {name!r} (known: {", ".join(CHARSETS)})') from None
+    if Path(name).is_file():
+        return read_charset_file(name)
+    raise ValueError(f'unknown charset {name!r}: neither a name ({", ".join(CHARSETS)}) nor a file')
 
 
 def benchmark_charset(cased: bool = False, punctuation: bool = False) -> str:

@@ -46,6 +46,7 @@ _NUMBERS = {
     'model.coef_wd': (0, True, None, 'a number >= 0'),
     'model.warmup_pct': (0, True, 1, 'a number from 0 to 1'),
     'model.dropout': (0, True, 1, 'a number from 0 to 1'),
+    'pretrained_lr_scale': (0, False, None, 'a positive number'),
     'trainer.gradient_clip_val': (0, True, None, 'a number >= 0 or null'),
 }
 # A number of batches (key -> the smallest) or, as a float from 0 to 1, a fraction of them.
@@ -67,7 +68,7 @@ _NULLABLE = ('checkpoint_every_n_steps', 'trainer.gradient_clip_val', 'trainer.m
 _ABSENT = object()
 
 
-def _checked(key: str, value: Any) -> Any:
+def checked_value(key: str, value: Any) -> Any:
     """``value`` if it suits ``key`` (an integral float given for an integer as an int), else a TrainingSetupError."""
     integer = int(value) if isinstance(value, float) and value.is_integer() else value
     integer = integer if isinstance(integer, int) and not isinstance(integer, bool) else None
@@ -105,7 +106,7 @@ def check_values(config: DictConfig) -> None:
     for key in (*_INTEGERS, *_NUMBERS, *_COUNT_OR_FRACTION, *_SWITCHES):
         value = OmegaConf.select(config, key, default=_ABSENT)
         if value is not _ABSENT and not (value is None and key in _NULLABLE):
-            checked = _checked(key, value)
+            checked = checked_value(key, value)
             if type(checked) is not type(value):  # 1e3 given for an integer
                 OmegaConf.update(config, key, checked)
 

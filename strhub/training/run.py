@@ -13,11 +13,9 @@ from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
 from pytorch_lightning.loggers import TensorBoardLogger
 from pytorch_lightning.strategies import DDPStrategy
 
-from strhub.models.checkpoint import model_state_dict, read_checkpoint
-from strhub.models.serialization import WeightsMismatchError
-from strhub.models.transfer import transfer_weights
 from .checkpointing import AtomicCheckpointIO, ScheduleCheck, StopOnInterrupt, remove_partial_checkpoints
 from .checks import TrainingSetupError, check_paths, check_values, choose_run_dir
+from .pretrained import fill_from_checkpoint, load_pretrained, read_pretrained
 
 _STRHUB = Path(__file__).resolve().parents[1]
 
@@ -82,6 +80,12 @@ def run_training(config: DictConfig, run_dir_given: bool = False) -> str:
         config: the composed configuration, with ``run_dir``: the folder Hydra made for this run.
         run_dir_given: whether the user chose that folder (``hydra.run.dir=``), which a resume then keeps.
     """
+    pretrained = None
+    if config.pretrained:  # first: it fills the model keys the config leaves null, and a bad file fails at once
+        pretrained = read_pretrained(config)
+        filled = fill_from_checkpoint(config, pretrained)
+        if filled:
+            print(f'from {config.pretrained}:' + ''.join(f'\n  {line}' for line in filled))
     check_values(config)
     check_paths(config)
     pl.seed_everything(config.seed, workers=True)
@@ -91,11 +95,6 @@ def run_training(config: DictConfig, run_dir_given: bool = False) -> str:
         print(f"this launch's config and log: {config.run_dir}")
     remove_partial_checkpoints(run_dir / 'checkpoints')
     kw = trainer_kwargs(config)
-    pretrained = None
-    if config.pretrained:  # read before the dataset is indexed: a bad file fails at once
-        ckpt = read_checkpoint(config.pretrained, trust=config.trust_checkpoint)
-        pretrained = model_state_dict(ckpt, config.pretrained), ckpt.get('hyper_parameters')
-
     datamodule = _build(config.data, 'data')
     batches = math.ceil(len(datamodule.train_dataset) / (config.data.batch_size * _world_size(kw)))
     if isinstance(kw.get('val_check_interval'), int) and kw['val_check_interval'] > batches:
@@ -104,10 +103,7 @@ def run_training(config: DictConfig, run_dir_given: bool = False) -> str:
 
     model = _build(config.model, 'model')
     if pretrained is not None:
-        try:
-            report = transfer_weights(model, *pretrained, config.pretrained)
-        except WeightsMismatchError as e:
-            raise TrainingSetupError(f'pretrained={e}') from None
+        report = load_pretrained(model, pretrained)
         print(f'weights loaded from {config.pretrained}' + ''.join(f'\n  {line}' for line in report))
 
     checkpoint = ModelCheckpoint(

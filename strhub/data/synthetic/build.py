@@ -16,7 +16,7 @@ from PIL import Image
 
 from strhub.data.lmdb_io import write_lmdb
 from strhub.data.synthetic.fonts import FontSpec, list_fonts, split_fonts
-from strhub.data.synthetic.labels import LabelSampler, label_sampler
+from strhub.data.synthetic.labels import WORDLIST, LabelSampler, label_sampler
 from strhub.data.synthetic.render import encode_image, render_word
 from strhub.data.utils import CHARSETS
 
@@ -111,6 +111,7 @@ def make_dataset(
     shard_size: int = 50000,
     overwrite: bool = False,
     progress: bool = True,
+    words: Optional[Sequence[Union[str, Path]]] = None,
 ) -> Dict:
     """Generates the synthetic dataset under ``out_dir`` (layout in :mod:`strhub.data.synthetic`).
 
@@ -128,6 +129,8 @@ def make_dataset(
         shard_size: samples per training LMDB.
         overwrite: replace the LMDBs/meta.json this function writes if present (otherwise that is an error).
         progress: show a tqdm progress bar.
+        words: word list files, one word per line (default: the shipped English list), e.g. a list of another
+            script's words for a charset that has its letters; each list is drawn from equally often.
 
     Returns:
         A summary: counts per LMDB, fonts per split, word counts, elapsed seconds and images per second.
@@ -137,7 +140,7 @@ def make_dataset(
     charset_str = CHARSETS.get(charset, charset)
     fonts = list(fonts) if fonts is not None else list_fonts(charset_str, fonts_dir, system_fonts)
     train_fonts, held_fonts = split_fonts(fonts, font_holdout)
-    sampler = label_sampler(charset_str, max_label_length, test_frac=word_holdout)
+    sampler = label_sampler(charset_str, max_label_length, test_frac=word_holdout, words=words)
     plan = _plan(num_train, num_val, num_test, shard_size, bool(held_fonts))
 
     targets = [out / 'train' / 'synthetic', out / 'val' / 'synthetic', out / 'meta.json']
@@ -186,6 +189,7 @@ def make_dataset(
         'counts': counts,
         'splits': {s: {'words': w, 'fonts': f} for s, (w, f) in SPLITS.items()},
         'words': {'train': len(sampler.train.words), 'test': len(sampler.test.words), 'holdout': word_holdout},
+        'word_lists': [Path(p).name for p in words] if words else [WORDLIST.name],
         'font_families': {k: sorted({f.family for f in v}) for k, v in cfg.fonts.items()},
         'fonts': {k: [f'{f.name} ({f.file})' for f in v] for k, v in cfg.fonts.items()},
         'versions': {'pillow': Image.__version__, 'numpy': np.__version__},

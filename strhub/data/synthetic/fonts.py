@@ -5,11 +5,12 @@ import io
 import os
 import re
 import string
+import unicodedata
 import zlib
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import List, Optional, Sequence, Tuple, Union
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 from PIL import ImageFont
 
@@ -20,6 +21,26 @@ FONT_SUFFIXES = ('.ttf', '.otf', '.ttc')
 # dingbat fonts put other shapes at ASCII code points, LastResort draws one box per Unicode block, and the BaKoMa
 # TeX fonts (cm*10, as in TeX and matplotlib distributions) put TeX-encoded glyphs at ASCII punctuation code points.
 EXCLUDED_FONTS = re.compile(r'symbol|dingbat|wingding|webding|emoji|d050000l|lastresort|^cm[a-z]{1,4}10$', re.I)
+
+
+# Letters that tell whether a font covers a script (:func:`script_coverage`). Scripts whose letters change shape
+# with their neighbours or run right to left (Arabic, Hebrew, the Indic scripts, Thai) need text shaping, which the
+# renderer's basic layout does not do, so they are not offered.
+SCRIPT_SAMPLES = {
+    'Latin': string.ascii_letters,
+    'Latin accented': 'àáâãäåæçèéêëìíîïñòóôõöøùúûüýÿœßÀÁÂÇÈÉÊÑÓÖØÜ',
+    'Vietnamese': 'ăâđêôơưạảấầẩẫậắằẳẵặẹẻẽếềểễệỉịọỏốồổỗộớờởỡợụủứừửữựỳỵỷỹĐ',
+    'Greek': 'αβγδεζηθικλμνξοπρσςτυφχψωάέήίόύώΑΒΓΔΕΖΗΘΙΚΛΜΝΞΟΠΡΣΤΥΦΧΨΩ',
+    'Cyrillic': 'абвгдеёжзийклмнопрстуфхцчшщъыьэюяАБВГДЕЁЖЗИЙКЛМНОПРСТУФХЦЧШЩЪЫЬЭЮЯ',
+    'Chinese': '的一是不了人我在有他这中大来上国个到说们为子和你地出道也时年得就那要下以生会自着去之过家学对可',
+    'Japanese kana': 'あいうえおかきくけこさしすせそたちつてとなにぬねのアイウエオカキクケコサシスセソタチツテト',
+    'Korean': '가나다라마바사아자차카타파하거너더러머버서어저처국한글대학교',
+}
+
+
+def _script(char: str) -> str:
+    """The first word of a character's Unicode name: LATIN, GREEK, CYRILLIC, DIGIT, CJK, HANGUL, ..."""
+    return unicodedata.name(char, 'UNKNOWN').split()[0]
 
 
 @dataclass(frozen=True)
@@ -123,8 +144,12 @@ def check_font(path: Optional[Union[str, Path]], charset: str) -> Tuple[Optional
             glyphs.append(g)
     except Exception as e:  # a broken or unsupported file; any error just means "not usable"
         return None, f'cannot load ({type(e).__name__}: {e})'
-    # Symbol fonts and block-placeholder fonts map many code points to one shape.
-    if len(set(glyphs)) < 0.9 * len(glyphs):
+    # Symbol fonts and block-placeholder fonts map many code points to one shape. Shapes are told apart within each
+    # script only: letters of two scripts may rightly share one (Latin A, Greek Alpha and Cyrillic A in most fonts).
+    by_script: Dict[str, set] = {}
+    for c, g in zip((c for c in charset if not c.isspace()), glyphs):
+        by_script.setdefault(_script(c), set()).add(g)
+    if sum(map(len, by_script.values())) < 0.9 * len(glyphs):
         return None, 'glyphs not distinct'
     name = family if style in ('', 'Regular', 'Book', 'Roman', 'Normal') else f'{family} {style}'
     return FontSpec(name=name, family=family, path=path), ''
@@ -179,3 +204,11 @@ def split_fonts(fonts: Sequence[FontSpec], holdout_frac: float = 0.2) -> Tuple[L
         return list(fonts), []
     held = set(units[: min(len(units) - 1, max(1, round(holdout_frac * len(units))))])
     return [f for f in fonts if key(f) not in held], [f for f in fonts if key(f) in held]
+
+
+def script_coverage(fonts_dir: Union[str, Path, None] = None, system: bool = True) -> Dict[str, List[FontSpec]]:
+    """For each script of ``SCRIPT_SAMPLES``, the fonts found that draw all of its sample letters (and the digits),
+    i.e. the fonts the synthetic dataset could use for a charset of that script."""
+    return {
+        script: list_fonts(string.digits + letters, fonts_dir, system) for script, letters in SCRIPT_SAMPLES.items()
+    }

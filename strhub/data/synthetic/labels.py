@@ -3,10 +3,11 @@ words, numbers, random strings and punctuation into labels."""
 
 import re
 import string
+import unicodedata
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, Iterable, List, Sequence, Tuple
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -18,10 +19,19 @@ _LEN_WEIGHTS = np.array([2, 5, 10, 13, 14, 13, 11, 9, 7, 5, 4, 2.5, 1.5, 1, 0.6,
 _LEN_WEIGHTS = _LEN_WEIGHTS / _LEN_WEIGHTS.sum()
 
 
-def load_words() -> List[str]:
-    """The words of the shipped word list: one per line, ``#`` comments and blank lines skipped."""
-    text = WORDLIST.read_text(encoding='utf-8')
-    return [w for w in (line.strip() for line in text.splitlines()) if w and not w.startswith('#')]
+def load_words(path: Union[str, Path] = WORDLIST) -> List[str]:
+    """The words of a word list (default: the shipped English one): one per line, UTF-8, NFC-composed, ``#``
+    comments and blank lines skipped.
+
+    Raises:
+        ValueError: the file cannot be read (naming it).
+    """
+    try:
+        text = Path(path).read_text(encoding='utf-8-sig')
+    except (OSError, UnicodeDecodeError) as e:
+        raise ValueError(f'cannot read word list {path}: {e}') from None
+    lines = (unicodedata.normalize('NFC', line.strip()) for line in text.splitlines())
+    return [w for w in lines if w and not w.startswith('#')]
 
 
 def split_words(words: Iterable[str], test_frac: float = 0.1) -> Tuple[List[str], List[str]]:
@@ -40,8 +50,6 @@ class _WordPool:
     def __init__(self, words: Sequence[str], charset: str, max_len: int) -> None:
         cs = set(charset) | set(charset.lower())  # case is applied later
         self.words = [w for w in words if 1 <= len(w) <= max_len and set(w) <= cs]
-        if not self.words:
-            raise ValueError('no word of the word list fits the charset')
         self.by_len: Dict[int, List[str]] = {}
         for w in self.words:
             self.by_len.setdefault(len(w), []).append(w)
@@ -51,6 +59,9 @@ class _WordPool:
         bucket = self.by_len.get(n) or self.words
         return bucket[int(rng.integers(len(bucket)))]
 
+
+# Greek in capitals drops the accents (ΕΞΟΔΟΣ, not ΈΞΟΔΟΣ); a capitalised word keeps its accent (Έξοδος).
+_GREEK_CAPS = str.maketrans('ΆΈΉΊΌΎΏ', 'ΑΕΗΙΟΥΩ')
 
 # Label templates; '{}' is a word, the others are number parts (see LabelSampler.number).
 _PUNCT_WRAPS = tuple(
@@ -63,18 +74,40 @@ _NUMBER_FORMS = tuple(
 )
 
 
+class _WordLists:
+    """Several word lists (e.g. one per language): a word is drawn from a list chosen uniformly, so that a short
+    list of a new script is drawn as often as the 50,000 English words."""
+
+    def __init__(self, pools: Sequence[_WordPool]) -> None:
+        self.pools = [p for p in pools if p.words]
+        if not self.pools:
+            raise ValueError('no word of the word lists fits the charset')
+
+    @property
+    def words(self) -> List[str]:
+        return [w for p in self.pools for w in p.words]
+
+    def pick(self, rng: np.random.Generator) -> _WordPool:
+        if len(self.pools) == 1:  # no draw: one list gives the samples it gave before there were several
+            return self.pools[0]
+        return self.pools[int(rng.integers(len(self.pools)))]
+
+    def draw(self, rng: np.random.Generator) -> str:
+        return self.pick(rng).draw(rng)
+
+
 @dataclass
 class LabelSampler:
     charset: str
     max_len: int
-    train: _WordPool
-    test: _WordPool
+    train: _WordLists
+    test: _WordLists
     test_set: frozenset
 
     def __post_init__(self) -> None:
         cs = self.charset
-        self.has_lower = any(c in cs for c in string.ascii_lowercase)
-        self.has_upper = any(c in cs for c in string.ascii_uppercase)
+        self.has_lower = any(c.islower() for c in cs)
+        self.has_upper = any(c.isupper() for c in cs)
         self.punct = ''.join(c for c in cs if c in string.punctuation)
         self.alnum = ''.join(c for c in cs if c.isalnum())
         self.chars = ''.join(c for c in cs if not c.isspace())
@@ -90,7 +123,7 @@ class LabelSampler:
         if not self.has_lower:
             return word.upper()
         r = rng.random()
-        return word.lower() if r < 0.5 else word.capitalize() if r < 0.8 else word.upper()
+        return word.lower() if r < 0.5 else word.capitalize() if r < 0.8 else word.upper().translate(_GREEK_CAPS)
 
     def digits(self, rng: np.random.Generator, lo: int, hi: int) -> str:
         return str(int(rng.integers(10 ** (lo - 1) if lo > 1 else 0, 10**hi)))
@@ -107,8 +140,9 @@ class LabelSampler:
             k=f'{int(rng.integers(1000)):03d}',
         )
 
-    def punctuated(self, pool: _WordPool, rng: np.random.Generator) -> str:
+    def punctuated(self, lists: _WordLists, rng: np.random.Generator) -> str:
         form = _PUNCT_WRAPS[int(rng.integers(len(_PUNCT_WRAPS)))]
+        pool = lists.pick(rng)  # the words of one label from one list (language)
         return form.format(*(self.case(pool.draw(rng), rng) for _ in range(form.count('{}'))))
 
     def random_string(self, rng: np.random.Generator, chars: str) -> str:
@@ -118,7 +152,7 @@ class LabelSampler:
         return ''.join(chars[i] for i in rng.integers(len(chars), size=n))
 
     def leaks(self, label: str) -> bool:
-        return any(run in self.test_set for run in re.findall('[a-z]{3,}', label.lower()))
+        return any(run in self.test_set for run in re.findall(r'[^\W\d_]{3,}', label.lower()))  # letters, any script
 
     def sample(self, rng: np.random.Generator, words: str = 'train') -> str:
         """A label of ``words`` ('train' or 'test' words); a training label never contains a test word."""
@@ -131,7 +165,8 @@ class LabelSampler:
                 if kind == 'word':
                     label = self.case(self.train.draw(rng), rng)
                 elif kind == 'compound':  # e.g. 'hotdog', 'HotDog'
-                    a, b = self.case(self.train.draw(rng), rng), self.case(self.train.draw(rng), rng)
+                    pool = self.train.pick(rng)
+                    a, b = self.case(pool.draw(rng), rng), self.case(pool.draw(rng), rng)
                     label = a + (b.capitalize() if a[:1].isupper() else b)
                 elif kind == 'number':
                     label = self.number(rng)
@@ -147,17 +182,30 @@ class LabelSampler:
         raise RuntimeError(f'cannot sample a label within {self.charset!r} of length <= {self.max_len}')
 
 
-def label_sampler(charset: str = '94_full', max_label_length: int = 25, test_frac: float = 0.1) -> LabelSampler:
-    """A label sampler of the shipped word list: ``.sample(rng)`` draws the training mix (words in three cases,
-    compounds, numbers, random strings, punctuation), ``.sample(rng, 'test')`` held-out words (``test_frac`` of the
+def label_sampler(
+    charset: str = '94_full',
+    max_label_length: int = 25,
+    test_frac: float = 0.1,
+    words: Optional[Sequence[Union[str, Path]]] = None,
+) -> LabelSampler:
+    """A label sampler of word lists: ``.sample(rng)`` draws the training mix (words in three cases, compounds,
+    numbers, random strings, punctuation), ``.sample(rng, 'test')`` held-out words (``test_frac`` of each list's
     words). Labels are always within ``charset`` (a key of ``CHARSETS`` or the characters) and of length
-    1..``max_label_length``."""
+    1..``max_label_length``.
+
+    Args:
+        words: word list files (default: the shipped English list); a word is drawn from one of them chosen
+            uniformly, and only words that fit the charset are used.
+
+    Raises:
+        ValueError: a word list cannot be read, or no word of any list fits the charset.
+    """
     charset = CHARSETS.get(charset, charset)
-    train, test = split_words(load_words(), test_frac)
+    train, test = zip(*(split_words(load_words(p), test_frac) for p in (words or [WORDLIST])))
     return LabelSampler(
         charset=charset,
         max_len=max_label_length,
-        train=_WordPool(train, charset, max_label_length),
-        test=_WordPool(test, charset, max_label_length),
-        test_set=frozenset(test),
+        train=_WordLists([_WordPool(w, charset, max_label_length) for w in train]),
+        test=_WordLists([_WordPool(w, charset, max_label_length) for w in test]),
+        test_set=frozenset(w for ws in test for w in ws),
     )
