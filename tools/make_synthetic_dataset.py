@@ -22,7 +22,7 @@ from typing import List, Optional
 
 from _cli import ArgumentParser, CLIError, run_cli
 
-from strhub.data.charsets import CHARSETS, read_charset_file
+from strhub.data.charsets import CHARSETS, charset_from_spec
 from strhub.data.synthetic import list_fonts, make_dataset, split_fonts
 from strhub.data.synthetic.fonts import script_coverage
 
@@ -64,13 +64,11 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
         p.error('--difficulty must be within 0..1')
     if min(args.num_train, args.num_val, args.num_test) < 0 or args.shard_size < 1:
         p.error('counts must be >= 0 and --shard_size >= 1')
-    if args.charset not in CHARSETS:
+    if args.charset not in CHARSETS:  # a name stays a name (meta.json records it)
         try:
-            args.charset = read_charset_file(args.charset) if Path(args.charset).is_file() else args.charset
+            args.charset = charset_from_spec(args.charset)
         except ValueError as e:
-            p.error(str(e))
-        if len(set(args.charset)) != len(args.charset):
-            p.error(f'--charset repeats characters: {args.charset!r}')
+            p.error(f'--charset: {e}')
     for f in args.words or []:
         if not Path(f).is_file():
             p.error(f'--words {f}: no such file')

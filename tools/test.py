@@ -39,7 +39,7 @@ from _cli import (
     resolve_checkpoint,
     run_cli,
 )
-from strhub.data.charsets import benchmark_charset
+from strhub.data.charsets import benchmark_charset, charset_from_spec
 from strhub.pretrained import pretrained_path
 
 PROG = 'test.py'
@@ -59,6 +59,13 @@ def build_parser() -> ArgumentParser:
     parser.add_argument('--num_workers', type=int, default=4, help='DataLoader worker processes (0: load in this one)')
     parser.add_argument('--cased', action='store_true', help='case-sensitive: add upper case to the test charset')
     parser.add_argument('--punctuation', action='store_true', help='add punctuation to the test charset')
+    parser.add_argument(
+        '--charset_test',
+        metavar='CHARSET',
+        help="score on this charset instead of the benchmark's (--cased/--punctuation are then ignored): 'train' (the "
+        "checkpoint's training charset, for models fine-tuned on other scripts), a charset name or file, or the "
+        'characters',
+    )
     parser.add_argument('--new', action='store_true', help='also evaluate the new benchmarks (ArT, COCOv1.4, Uber)')
     parser.add_argument(
         '--std', action='store_true', help='only the benchmark sets (and New with --new): no other LMDBs under test/'
@@ -93,7 +100,13 @@ def main(argv: Optional[List[str]] = None) -> int:
     for o in outs:  # now, not after hours of evaluation
         check_writable(o, f'--out {o}')
     kwargs = model_overrides(args.refine_iters, args.decode, parse_model_args(unknown))
-    kwargs['charset_test'] = benchmark_charset(args.cased, args.punctuation)  # as the original: the flags win
+    if args.charset_test is None:
+        kwargs['charset_test'] = benchmark_charset(args.cased, args.punctuation)  # as the original: the flags win
+    elif args.charset_test != 'train':
+        try:
+            kwargs['charset_test'] = charset_from_spec(args.charset_test)
+        except ValueError as e:
+            parser.error(f'--charset_test: {e}')
     checkpoint = resolve_checkpoint(args.checkpoint)
     if Path(args.checkpoint).is_dir():
         print(f'Checkpoint: {checkpoint}')
@@ -108,6 +121,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(f'Test set {s} not found in {test_root}: skipped')
     print(f'Additional keyword arguments: {kwargs}')
     model = load_model(checkpoint, trust=args.trust_checkpoint, **kwargs)
+    if args.charset_test == 'train':
+        model.charset_test = model.hparams.charset_train
+        print(f"Test charset: the checkpoint's training charset ({len(model.charset_test)} characters)")
     results = evaluate(
         model,
         args.data_root,

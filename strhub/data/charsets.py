@@ -37,13 +37,15 @@ def read_charset_file(path) -> str:
     except (OSError, UnicodeDecodeError) as e:
         raise ValueError(f'cannot read charset file {path}: {e}') from None
     chars = unicodedata.normalize('NFC', ''.join(text.splitlines()))
+    return _unique(chars, f'charset file {path}')
+
+
+def _unique(chars: str, what: str) -> str:
     if not chars:
-        raise ValueError(f'charset file {path} is empty')
-    seen = set()
-    for c in chars:
-        if c in seen:
-            raise ValueError(f'charset file {path} repeats {c!r} (U+{ord(c):04X})')
-        seen.add(c)
+        raise ValueError(f'{what} is empty')
+    repeated = next((c for i, c in enumerate(chars) if c in chars[:i]), None)
+    if repeated is not None:
+        raise ValueError(f'{what} repeats {repeated!r} (U+{ord(repeated):04X})')
     return chars
 
 
@@ -59,6 +61,17 @@ def charset(name: str) -> str:
     if Path(name).is_file():
         return read_charset_file(name)
     raise ValueError(f'unknown charset {name!r}: neither a name ({", ".join(CHARSETS)}) nor a file')
+
+
+def charset_from_spec(spec: str) -> str:
+    """A charset given on a command line: a name, a file (:func:`charset`), or else the characters themselves.
+
+    Raises:
+        ValueError: an unreadable or empty file, or repeated characters (naming the first).
+    """
+    if spec in CHARSETS or Path(spec).is_file():
+        return charset(spec)
+    return _unique(unicodedata.normalize('NFC', spec), f'charset {spec!r}')
 
 
 def benchmark_charset(cased: bool = False, punctuation: bool = False) -> str:

@@ -113,6 +113,16 @@ class CLIP4STRSystem(BaseSystem):
     def charset_adapter(self):
         return self.model.charset_adapter
 
+    @property
+    def charset_test(self) -> str:
+        return self.hparams.charset_test
+
+    @charset_test.setter
+    def charset_test(self, charset: str) -> None:
+        """Scores (and captions, in the cross-modal branch) on another charset, as ``charset_test=`` at loading."""
+        self.model.charset_test = charset
+        self.hparams.charset_test = charset
+
     def forward(self, images: Tensor, max_length: Optional[int] = None) -> Tensor:
         return self.model(images, max_length)
 
