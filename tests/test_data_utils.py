@@ -5,6 +5,7 @@ import string
 import pytest
 import torch
 
+from strhub.data.charsets import charset, charset_from_spec
 from strhub.data.utils import CHARSETS, CharsetAdapter, Tokenizer
 
 
@@ -112,3 +113,22 @@ def test_charset_adapter_regex_special_characters():
     text = r'a]b^c-d\e[f' + ' é'
     assert adapter(text) == r'a]b^c-d\e[f'  # punctuation kept (escaped in the class), space and é removed
     assert CharsetAdapter('a-c')('abc-') == 'ac-'  # '-' is literal, not a range
+
+
+def test_charset_from_a_file(tmp_path, compose_config):
+    """``${charset:FILE}`` in a config or on the command line; the tools' CHARSET arguments take names, files or
+    the characters; decomposed characters are composed (NFC) as labels are."""
+    path = tmp_path / 'greek.txt'
+    path.write_text('\ufeff0123\nαβγ\nε\u0301\n', encoding='utf-8')  # a byte-order mark, é as e + combining acute
+    assert charset(str(path)) == charset_from_spec(str(path)) == '0123αβγέ'
+    config = compose_config(['+experiment=clip4str-tiny', f'model.charset_train=${{charset:{path}}}'])
+    assert config.model.charset_train == '0123αβγέ'
+    assert charset_from_spec('36_lowercase') == CHARSETS['36_lowercase']
+    assert charset_from_spec('xyzε\u0301') == 'xyzέ'
+    (tmp_path / 'repeats.txt').write_text('abca')
+    with pytest.raises(ValueError, match=r"repeats\.txt repeats 'a' \(U\+0061\)"):
+        charset(str(tmp_path / 'repeats.txt'))
+    with pytest.raises(ValueError, match="unknown charset 'nope': neither a name"):
+        charset('nope')
+    with pytest.raises(ValueError, match='is empty'):
+        charset_from_spec('')

@@ -23,6 +23,7 @@ from strhub.data.transforms import get_transform
 from strhub.models import load_from_checkpoint
 from strhub.models.checkpoint import model_state_dict, read_checkpoint
 from strhub.pretrained import pretrained_path
+from strhub.training import TrainingSetupError
 from strhub.training.pretrained import fill_from_checkpoint, load_pretrained, read_pretrained
 
 NEW = CHARSETS['125_latin-greek']
@@ -139,3 +140,40 @@ def test_finetune_tiny_on_greek(greek_root, tmp_path, compose_config):
     texts = [line.split(': ', 1)[1].rsplit(' (', 1)[0] for line in proc.stdout.splitlines() if ': ' in line]
     assert len(texts) == 16
     assert sum(any(c in GREEK for c in t) for t in texts) >= 8, texts
+
+
+@pytest.mark.parametrize('release', ['ckpt', 'pt'])
+def test_finetune_from_an_original_release(release, tmp_path, compose_config):
+    """The original's releases: its Lightning .ckpt (hyper-parameters naming a CLIP file that is not here) and the
+    plain .pt state dicts without any: the network comes from the weights, and a new charset and label length map
+    onto it."""
+    source = REPO / 'tests' / 'fixtures' / 'original_tiny' / 'clip4str_tiny.ckpt'
+    if release == 'pt':
+        path = tmp_path / 'clip4str_release.pt'
+        torch.save(read_checkpoint(source)['state_dict'], path)
+    else:
+        path = source
+    charset = CHARSETS['94_full'] + 'äöüßÄÖÜ'
+    charset_file = tmp_path / 'charset.txt'  # a file: punctuation would need escaping on a Hydra command line
+    charset_file.write_text(charset, encoding='utf-8')
+    config = compose_config(
+        ['+experiment=finetune', f'pretrained={path}', f'model.charset_train=${{charset:{charset_file}}}']
+        + ['model.max_label_length=30', 'model.dropout=0.25']
+    )
+    pretrained = read_pretrained(config)
+    filled = fill_from_checkpoint(config, pretrained)
+    assert 'model.img_size=[224, 224]' in filled and "model.lr=4.2e-05 (the checkpoint's x 0.5)" in filled
+    assert config.model.clip_arch['embed_dim'] == 32 and config.model.clip_arch['vision_layers'] == 2
+    assert config.model.dropout == 0.25 and config.model.max_label_length == 30  # set on the command line: kept
+    model = instantiate(config.model)
+    report = load_pretrained(model, pretrained)
+    assert 'model.visual_decoder.head.weight: 94 characters copied, 7 added, 0 dropped' in report
+    assert 'model.cross_decoder.pos_queries: 26 positions copied, 5 added' in report
+    with torch.no_grad():
+        assert model.eval()(torch.rand(1, 3, 224, 224)).shape[-1] == len(charset) + 1
+
+
+def test_fill_from_checkpoint_checks_the_scale(compose_config):
+    config = compose_config(['+experiment=finetune', 'pretrained=clip4str-tiny', 'pretrained_lr_scale=abc'])
+    with pytest.raises(TrainingSetupError, match="pretrained_lr_scale='abc' must be a positive number"):
+        fill_from_checkpoint(config, read_pretrained(config))

@@ -4,6 +4,8 @@ import json
 import os
 import shutil
 
+import pytest
+
 from torch.utils.tensorboard import SummaryWriter
 
 from helpers import load_tool
@@ -42,3 +44,46 @@ def test_learning_curve(tmp_path, synthetic_root, capsys):
     capsys.readouterr()
     tool.main(args)
     assert (run / 'learning_curve.md').read_text().splitlines() == table
+
+
+def test_learning_curves_of_two_runs_and_the_results_table(tmp_path, synthetic_root, capsys):
+    """Two runs in one plot, a table per run; tools/results_table.py puts test.py outputs side by side."""
+    runs = []
+    for name in ('finetuned', 'scratch'):
+        run = tmp_path / name
+        (run / 'checkpoints' / 'steps').mkdir(parents=True)
+        with SummaryWriter(str(run)) as writer:
+            writer.add_scalar('loss', 1.0, 0)
+        shutil.copy(pretrained_path('clip4str-tiny'), run / 'checkpoints' / 'steps' / 'step=5.ckpt')
+        runs.append(str(run))
+    tool = load_tool('learning_curve')
+    prefix = tmp_path / 'out' / 'curve'
+    tool.main([*runs, '--data_root', str(synthetic_root), '--batch_size', '8', '--out_prefix', str(prefix)])
+    for name in ('finetuned', 'scratch'):
+        assert (tmp_path / 'out' / f'curve.{name}.md').read_text().startswith('| step | minutes | SynthFonts')
+    assert (tmp_path / 'out' / 'curve.png').stat().st_size > 0
+    with pytest.raises(SystemExit):  # several runs need an output prefix
+        tool.main([*runs, '--data_root', str(synthetic_root)])
+
+    results = []
+    for name, sets in (('a', {'X': 50.0, 'Y': 25.0}), ('b', {'Y': 100.0})):
+        path = tmp_path / f'{name}.json'
+        path.write_text(
+            json.dumps({'sets': {s: {'accuracy': acc, 'one_minus_ned': acc / 2 + 50} for s, acc in sets.items()}})
+        )
+        results.append(str(path))
+    capsys.readouterr()
+    load_tool('results_table').main([*results, '--labels', 'before', 'after', '--out', str(tmp_path / 't' / 't.md')])
+    table = [
+        '| | X | Y |',
+        '|---|---:|---:|',
+        '| before | 50.00 (75.00) | 25.00 (62.50) |',
+        '| after |  | 100.00 (100.00) |',
+    ]
+    assert capsys.readouterr().out.splitlines()[1:] == table
+    assert (tmp_path / 't' / 't.md').read_text().splitlines() == table
+    (tmp_path / 'bad.json').write_text('{"not": "results"}')
+    table_tool = load_tool('results_table')
+    with pytest.raises(SystemExit) as e:
+        table_tool.run_cli(table_tool.main, [str(tmp_path / 'bad.json')], prog='results_table.py')
+    assert e.value.code == 2 and 'is not a tools/test.py --out JSON file' in capsys.readouterr().err

@@ -197,3 +197,65 @@ def test_cli(tmp_path, capsys):
     assert e.value.code == 2
     err = capsys.readouterr().err
     assert err.startswith('make_synthetic_dataset.py: error: ') and 'exists' in err and 'Traceback' not in err
+
+
+# --- Other scripts: charsets, word lists, fonts -------------------------------------------------------------------
+
+GREEK_WORDS = ROOT / 'strhub' / 'data' / 'wordlist_el.txt'
+GREEK = set('αβγδεζηθικλμνξοπρσςτυφχψωάέήίόύώΑΒΓΔΕΖΗΘΙΚΛΜΝΞΟΠΡΣΤΥΦΧΨΩΆΈΉΊΌΎΏ')
+
+
+def test_greek_word_list():
+    words = load_words(GREEK_WORDS)
+    assert len(words) > 1000 and len(set(words)) == len(words)
+    assert set(''.join(words)) <= GREEK and all(w == w.lower() for w in words)
+
+
+def test_labels_of_two_word_lists(tmp_path):
+    sampler = label_sampler('125_latin-greek', words=[ROOT / 'strhub' / 'data' / 'wordlist.txt', GREEK_WORDS])
+    rng = np.random.default_rng(0)
+    labels = [sampler.sample(rng) for _ in range(3000)]
+    assert all(set(y) <= set(CHARSETS['125_latin-greek']) for y in labels)
+    words = [y for y in labels if y.isalpha() and (set(y) <= GREEK or y.isascii())]
+    greek = [y for y in words if set(y) <= GREEK]
+    assert 0.3 < len(greek) / len(words) < 0.7  # each list drawn equally often, whatever its size
+    # Greek capitals drop the accents, a capitalised word keeps its accent.
+    assert {sampler.case('έξοδος', rng) for _ in range(50)} == {'έξοδος', 'Έξοδος', 'ΕΞΟΔΟΣ'}
+    test_words = [sampler.sample(rng, 'test') for _ in range(300)]
+    held_out = {w.lower() for w in test_words}
+    assert held_out & set(load_words(GREEK_WORDS)) and not held_out & {y.lower() for y in words}
+    with pytest.raises(ValueError, match='cannot read word list'):
+        label_sampler(words=[tmp_path / 'missing.txt'])
+    (tmp_path / 'cyrillic.txt').write_text('москва\n')
+    with pytest.raises(ValueError, match='no word of the word lists fits the charset'):
+        label_sampler('36_lowercase', words=[tmp_path / 'cyrillic.txt'])
+
+
+def test_font_check_allows_shapes_shared_across_scripts(fonts):
+    """Latin A and Greek Alpha are one glyph in DejaVu: not a symbol font's repeated shape."""
+    dejavu = [f for f in fonts if f.family == 'DejaVu Sans' and f.path]
+    if not dejavu:
+        pytest.skip('DejaVu Sans is not installed')
+    spec, why = check_font(dejavu[0].path, CHARSETS['125_latin-greek'])
+    assert spec is not None, why
+    spec, why = check_font(None, CHARSETS['125_latin-greek'])  # Pillow's built-in font has no Greek
+    assert spec is None and 'no glyph' in why
+
+
+def test_cli_other_script(tmp_path):
+    charset_file = tmp_path / 'charset.txt'
+    charset_file.write_text('0123456789\nαβγδεζηθικλμνξοπρσςτυφχψωάέήίόύώ\n', encoding='utf-8')
+    cmd = [sys.executable, str(ROOT / 'tools/make_synthetic_dataset.py'), '--out', str(tmp_path / 'd')]
+    cmd += ['--charset', str(charset_file), '--words', str(GREEK_WORDS), '--num_train', '20', '--num_val', '2']
+    cmd += ['--num_test', '2', '--workers', '1', '--no_progress']
+    r = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert r.returncode == 0, r.stderr
+    labels = [y for _, y in read_lmdb(tmp_path / 'd/train/synthetic/000')]
+    assert all(set(y) <= GREEK | set('0123456789') for y in labels) and any(set(y) & GREEK for y in labels)
+    assert json.loads((tmp_path / 'd/meta.json').read_text())['word_lists'] == ['wordlist_el.txt']
+    r = subprocess.run([*cmd[:2], '--list_scripts'], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and re.search(r'Latin\s+\d+ fonts', r.stdout) and 'Greek' in r.stdout
+    for bad, message in (('aba', "repeats 'a'"), (str(tmp_path / 'empty.txt'), 'is empty')):
+        (tmp_path / 'empty.txt').write_text('\n')
+        r = subprocess.run([*cmd[:2], '--out', str(tmp_path / 'e'), '--charset', bad], capture_output=True, text=True)
+        assert r.returncode == 2 and message in r.stderr, r.stderr

@@ -4,9 +4,11 @@
 and a PNG plot.
 
     python tools/learning_curve.py RUN_DIR --data_root DATA [--out_prefix docs/tiny_curve] [--batch_size 128]
+    python tools/learning_curve.py RUN_A RUN_B --data_root DATA --out_prefix runs/ab   # two runs, one plot
 
 Training time of a snapshot = its file time minus the run's first TensorBoard event (so it includes validation
-and checkpointing, as a user waiting for the run sees it). Each snapshot's results are kept beside it
+and checkpointing, as a user waiting for the run sees it). Several runs: a table and CSV per run
+(``PREFIX.RUN_NAME.md``/``.csv``) and one plot of them all (``PREFIX.png``). Each snapshot's results are kept beside it
 (``step=N.ckpt.test.json``) and reused, so the command can run while training goes on and only tests new snapshots.
 """
 
@@ -14,7 +16,7 @@ import csv
 import json
 import re
 from pathlib import Path
-from typing import List, Optional
+from typing import Dict, List, Optional
 
 from _cli import ArgumentParser, CLIError, run_cli
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -47,26 +49,16 @@ def evaluate(ckpt: Path, data_root: str, batch_size: int, openai_meanstd: bool) 
     return sets
 
 
-def main(argv: Optional[List[str]] = None) -> int:
-    parser = ArgumentParser(description=__doc__.split('\n\n')[0])
-    parser.add_argument('run_dir', type=Path, help='the run folder (holds checkpoints/steps/ and the TensorBoard log)')
-    parser.add_argument('--data_root', required=True, help='dataset root holding test/<name>/data.mdb')
-    parser.add_argument('--out_prefix', default=None, help='default: RUN_DIR/learning_curve')
-    parser.add_argument('--batch_size', type=int, default=128, help='images per forward pass')
-    parser.add_argument(
-        '--openai_meanstd',
-        action='store_true',
-        help="test with the OpenAI CLIP statistics (the training normalisation) instead of test.py's 0.5/0.5",
-    )
-    args = parser.parse_args(argv)
-    steps_dir = args.run_dir / 'checkpoints' / 'steps'
+def curve(run_dir: Path, data_root: str, batch_size: int, openai_meanstd: bool) -> List[dict]:
+    """A row per snapshot of the run: step, minutes, accuracy and 1-NED per test set."""
+    steps_dir = run_dir / 'checkpoints' / 'steps'
     snapshots = sorted(steps_dir.glob('step=*.ckpt'), key=lambda p: int(re.search(r'step=(\d+)', p.name).group(1)))
     if not snapshots:
         raise CLIError(f'no snapshots in {steps_dir} (train with checkpoint_every_n_steps)')
-    start = run_start(args.run_dir)
+    start = run_start(run_dir)
     rows = []
     for ckpt in snapshots:
-        sets = evaluate(ckpt, args.data_root, args.batch_size, args.openai_meanstd)
+        sets = evaluate(ckpt, data_root, batch_size, openai_meanstd)
         row = {
             'step': int(re.search(r'step=(\d+)', ckpt.name).group(1)),
             'minutes': (ckpt.stat().st_mtime - start) / 60,
@@ -75,8 +67,10 @@ def main(argv: Optional[List[str]] = None) -> int:
             row[f'{name} acc. %'], row[f'{name} 1-NED %'] = m['accuracy'], m['one_minus_ned']
         rows.append(row)
         print(' '.join(f'{k}={v:.2f}' if isinstance(v, float) else f'{k}={v}' for k, v in row.items()), flush=True)
-    prefix = Path(args.out_prefix) if args.out_prefix else args.run_dir / 'learning_curve'
-    prefix.parent.mkdir(parents=True, exist_ok=True)
+    return rows
+
+
+def write_table(rows: List[dict], prefix: str) -> None:
     names = [k for k in rows[0] if k not in ('step', 'minutes')]
     with open(f'{prefix}.csv', 'w', newline='') as f:
         w = csv.DictWriter(f, fieldnames=rows[0].keys())
@@ -86,22 +80,55 @@ def main(argv: Optional[List[str]] = None) -> int:
     table += [f'| {r["step"]} | {r["minutes"]:.0f} | ' + ' | '.join(f'{r[n]:.2f}' for n in names) + ' |' for r in rows]
     Path(f'{prefix}.md').write_text('\n'.join(table) + '\n')
     print('\n'.join(table))
+
+
+def plot(runs: Dict[str, List[dict]], path: str) -> None:
+    """Word accuracy against minutes, a line per run and test set (labelled with the run's name when several)."""
     import matplotlib
 
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 3.5))
-    for n in (n for n in names if n.endswith('acc. %')):
-        ax.plot([r['minutes'] for r in rows], [r[n] for r in rows], marker='o', label=n[: -len(' acc. %')])
+    for run, rows in runs.items():
+        for n in (n for n in rows[0] if n.endswith('acc. %')):
+            label = n[: -len(' acc. %')] if len(runs) == 1 else f'{run}: {n[: -len(" acc. %")]}'
+            ax.plot([r['minutes'] for r in rows], [r[n] for r in rows], marker='o', label=label)
     ax.set_xlabel('training time on 2 CPU cores (minutes)')
     ax.set_ylabel('word accuracy (%)')
     ax.set_ylim(0, 100)
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    fig.savefig(f'{prefix}.png', dpi=120)
-    print(f'wrote {prefix}.csv, {prefix}.md, {prefix}.png')
+    fig.savefig(path, dpi=120)
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    parser = ArgumentParser(description=__doc__.split('\n\n')[0])
+    parser.add_argument(
+        'run_dirs', nargs='+', type=Path, help='run folders (each holds checkpoints/steps/ and the TensorBoard log)'
+    )
+    parser.add_argument('--data_root', required=True, help='dataset root holding test/<name>/data.mdb')
+    parser.add_argument('--out_prefix', default=None, help='default: RUN_DIR/learning_curve (one run)')
+    parser.add_argument('--batch_size', type=int, default=128, help='images per forward pass')
+    parser.add_argument(
+        '--openai_meanstd',
+        action='store_true',
+        help="test with the OpenAI CLIP statistics (the training normalisation) instead of test.py's 0.5/0.5",
+    )
+    args = parser.parse_args(argv)
+    if len(args.run_dirs) > 1 and not args.out_prefix:
+        parser.error('--out_prefix is required with several runs')
+    if len({r.name for r in args.run_dirs}) < len(args.run_dirs):
+        parser.error('runs with the same folder name cannot be told apart in the outputs')
+    prefix = Path(args.out_prefix) if args.out_prefix else args.run_dirs[0] / 'learning_curve'
+    prefix.parent.mkdir(parents=True, exist_ok=True)
+    runs = {}
+    for run_dir in args.run_dirs:
+        runs[run_dir.name] = curve(run_dir, args.data_root, args.batch_size, args.openai_meanstd)
+        write_table(runs[run_dir.name], str(prefix) if len(args.run_dirs) == 1 else f'{prefix}.{run_dir.name}')
+    plot(runs, f'{prefix}.png')
+    print(f'wrote {prefix}.png and the tables beside it')
     return 0
 
 
