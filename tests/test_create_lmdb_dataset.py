@@ -13,6 +13,9 @@ from PIL import Image
 from helpers import load_tool
 from _cli import run_cli
 
+import strhub.data.create_lmdb as create_lmdb
+import strhub.data.lmdb_io as lmdb_io
+
 ROOT = Path(__file__).resolve().parents[1]
 TOOL = ROOT / 'tools' / 'create_lmdb_dataset.py'
 
@@ -169,7 +172,7 @@ def test_interrupted_run_keeps_old_lmdb(folder, tmp_path, monkeypatch, capsys):
             raise KeyboardInterrupt
         return None
 
-    monkeypatch.setattr(tool, '_check_image', interrupt)
+    monkeypatch.setattr(create_lmdb, '_check_image', interrupt)
     with pytest.raises(KeyboardInterrupt):
         tool.create_lmdb_dataset(root, gt, out, overwrite=True)
     assert read_lmdb(out) == expected
@@ -207,7 +210,7 @@ def test_permission_denied_is_one_line(folder, tmp_path, monkeypatch, capsys):
         raise PermissionError(errno.EACCES, 'Permission denied', dir)
 
     root, gt, _ = folder
-    monkeypatch.setattr(tool.tempfile, 'mkdtemp', denied)
+    monkeypatch.setattr(lmdb_io.tempfile, 'mkdtemp', denied)
     assert _main(root, gt, tmp_path / 'lmdb') == 2
     assert capsys.readouterr() == (
         '',

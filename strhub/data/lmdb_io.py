@@ -1,13 +1,15 @@
-"""The public STR LMDB format (``num-samples``, ``image-%09d``, ``label-%09d``, 1-based; spec §3.1): writing it,
-and opening it read-only, checked and shared by every dataset of a process."""
+"""The public STR LMDB format (``num-samples``, ``image-%09d``, ``label-%09d``, 1-based; spec §3.1): writing it
+(atomically, with :func:`make_build_root` and :func:`install_lmdb`), and opening it read-only, checked and shared by every dataset of a process."""
 
 import os
+import tempfile
 import threading
 from pathlib import Path
-from typing import Dict, Iterable, List, Tuple, Union
+from typing import Dict, Iterable, Iterator, List, Optional, Tuple, Union
 
 import lmdb
 
+LMDB_FILES = ('data.mdb', 'lock.mdb')
 MAP_SIZE = 1 << 40  # 1 TiB of address space, as the original; the file only grows as needed
 COMMIT_EVERY = 1000
 
@@ -53,6 +55,32 @@ def write_lmdb(path: Union[str, Path], samples: Iterable[Tuple[bytes, str]]) -> 
     return n
 
 
+def make_build_root(output_dir: Path) -> Path:
+    """A new private folder to build in, on the file system of ``output_dir`` (so that moving the result in is a
+    rename): inside ``output_dir`` when it exists, else beside it (missing parent folders are created).
+
+    Raises:
+        OSError: that folder cannot be created or written (one-line message naming it).
+    """
+    base = output_dir if output_dir.is_dir() else output_dir.parent
+    try:
+        base.mkdir(parents=True, exist_ok=True)
+        return Path(tempfile.mkdtemp(prefix=f'.{output_dir.name}.tmp-', dir=base))
+    except OSError as e:
+        reason = 'not a folder' if isinstance(e, FileExistsError) else e.strerror
+        raise OSError(f'cannot write the LMDB in {base}: {reason}') from None
+
+
+def install_lmdb(build_dir: Path, output_dir: Path) -> None:
+    """Moves the LMDB built in ``build_dir`` to ``output_dir``. Into an existing folder, each file replaces the old
+    one in a single step (readers see the old data.mdb or the new one, never a mix) and other files are kept."""
+    if not output_dir.exists():
+        build_dir.rename(output_dir)
+        return
+    for name in LMDB_FILES:
+        os.replace(build_dir / name, output_dir / name)
+
+
 def open_env(root: str) -> lmdb.Environment:
     """Opens an STR LMDB read-only with the original's flags, turning low-level failures into clear errors.
 
@@ -91,6 +119,43 @@ def read_num_samples(txn: lmdb.Transaction, root: str) -> int:
     if num_samples < 0:
         raise InvalidLmdbError(f'LMDB at {root} has a negative "num-samples": {num_samples}')
     return num_samples
+
+
+def count_samples(root: Union[str, Path]) -> int:
+    """The ``num-samples`` of the STR LMDB at ``root``: a quick check that it can be read.
+
+    Raises:
+        FileNotFoundError, InvalidLmdbError: as :func:`open_env` and :func:`read_num_samples`.
+    """
+    root = str(root)
+    env = SHARED_ENVS.acquire(root)
+    try:
+        with env.begin() as txn:
+            return read_num_samples(txn, root)
+    finally:
+        SHARED_ENVS.release(root)
+
+
+def iter_records(
+    root: Union[str, Path], indices: Optional[Iterable[int]] = None
+) -> Iterator[Tuple[int, Optional[bytes], Optional[bytes]]]:
+    """``(index, label, image)`` of records of the STR LMDB at ``root``, as stored (bytes; None for a missing key).
+
+    Args:
+        root: the LMDB folder.
+        indices: 1-based record indices to read; default every record, 1 to ``num-samples`` in order.
+
+    Raises:
+        FileNotFoundError, InvalidLmdbError: as :func:`count_samples` (on the first ``next``).
+    """
+    root = str(root)
+    env = SHARED_ENVS.acquire(root)  # shared: py-lmdb refuses a second handle on an LMDB open in this process
+    try:
+        with env.begin() as txn:
+            for index in range(1, read_num_samples(txn, root) + 1) if indices is None else indices:
+                yield index, txn.get(label_key(index)), txn.get(image_key(index))
+    finally:
+        SHARED_ENVS.release(root)
 
 
 class SharedEnvs:
