@@ -271,11 +271,28 @@ def load_clip(
 def encode_image(clip: CLIP, images: Tensor) -> Tensor:
     """All image tokens (class + patches) after ``ln_post``, projected: (N, 3, H, W) -> (N, 1 + G, E)."""
     v = clip.visual
+    return v.ln_post(v.transformer(_image_tower_input(clip, images))) @ v.proj
+
+
+def encode_image_keeping(clip: CLIP, images: Tensor, block_ids: Sequence[int]) -> Tuple[Tensor, List[Tensor]]:
+    """:func:`encode_image`, and the inputs of the image tower's blocks ``block_ids`` (N, 1 + G, W each), for the
+    STR-Adapter's ladder side networks."""
+    v = clip.visual
+    x = _image_tower_input(clip, images)
+    kept = {}
+    for i, block in enumerate(v.transformer.resblocks):
+        if i in block_ids:
+            kept[i] = x
+        x = block(x)
+    return v.ln_post(x) @ v.proj, [kept[i] for i in block_ids]
+
+
+def _image_tower_input(clip: CLIP, images: Tensor) -> Tensor:
+    """Patch embeddings with the class token and positions, after ``ln_pre``: (N, 1 + G, W)."""
+    v = clip.visual
     x = v.conv1(images).flatten(2).transpose(1, 2)  # (N, G, W)
     cls = v.class_embedding.to(x.dtype).expand(x.shape[0], 1, -1)
-    x = torch.cat([cls, x], dim=1) + v.positional_embedding.to(x.dtype)
-    x = v.transformer(v.ln_pre(x))
-    return v.ln_post(x) @ v.proj
+    return v.ln_pre(torch.cat([cls, x], dim=1) + v.positional_embedding.to(x.dtype))
 
 
 def encode_text(clip: CLIP, tokens: Tensor) -> Tensor:

@@ -24,4 +24,11 @@ class System:
 
 SYSTEMS: Dict[str, System] = {
     CLIP4STR: System(CLIP4STRSystem, clip4str_loading.recognise, clip4str_loading.state_dict, clip4str_loading.hparams),
+    # The original's STR-Adapter releases; ours are CLIP4STR checkpoints with an adapter_type.
+    'str_adapter': System(
+        CLIP4STRSystem,
+        clip4str_loading.recognise_adapter,
+        clip4str_loading.adapter_state_dict,
+        clip4str_loading.adapter_hparams,
+    ),
 }

@@ -63,8 +63,11 @@ def state_dict(sd: Dict[str, Tensor]) -> Dict[str, Tensor]:
     return sd
 
 
-def hparams(ckpt: Dict[str, Any], sd: Dict[str, Tensor], source: str) -> Dict[str, Any]:
-    """Constructor arguments of :class:`CLIP4STRSystem` for a checkpoint (ours or the original's)."""
+def hparams(
+    ckpt: Dict[str, Any], sd: Dict[str, Tensor], source: str, defaults: Dict[str, Any] = ORIGINAL_DEFAULTS
+) -> Dict[str, Any]:
+    """Constructor arguments of :class:`CLIP4STRSystem` for a checkpoint (ours or the original's); ``defaults`` for
+    what a release does not record."""
     hp = dict(ckpt.get('hyper_parameters') or {})
     for key, default in _UNSUPPORTED.items():
         if key in hp and hp[key] != default:
@@ -94,7 +97,7 @@ def hparams(ckpt: Dict[str, Any], sd: Dict[str, Tensor], source: str) -> Dict[st
         dec_mlp_ratio=sd[dec + 'layers.0.linear1.weight'].shape[0] // width,
         use_language_model=any(k.startswith('model.cross_decoder.') for k in sd),
     )
-    kwargs = {**ORIGINAL_DEFAULTS, **inferred, **{k: v for k, v in hp.items() if k in _SYSTEM_ARGS}}
+    kwargs = {**defaults, **inferred, **{k: v for k, v in hp.items() if k in _SYSTEM_ARGS}}
     kwargs.update(clip_pretrained=None, clip_arch=clip_arch)
     kwargs['img_size'] = list(kwargs['img_size'])
     return kwargs
@@ -105,3 +108,53 @@ def _charset_for(size: int, source: str) -> str:
         if len(charset) == size:
             return charset
     raise CheckpointError(f'{source}: head of {size} characters and no charset_train in the checkpoint')
+
+
+# --- The original's STR-Adapter checkpoints (spec §9): its decoder at the top level, CLIP always frozen --------------
+
+# What its model/str_adapter.yaml and code set where a checkpoint records nothing. Its optimiser never receives the
+# CLIP's parameters, whatever freeze_backbone says, so the CLIP is frozen here in every case.
+ADAPTER_DEFAULTS = dict(
+    ORIGINAL_DEFAULTS,
+    adapter_type='linear',
+    block_ids=[0, 4, 8, 11],
+    prune_reduction=4,
+    image_freeze_nlayer=12,
+    text_freeze_nlayer=12,
+    lr_ref_batch=256,
+    lr_sqrt_devices=True,
+)
+# Its names -> ours (under ``model.``): the decoder and the parts PARSeq keeps beside it.
+_ADAPTER_RENAMES = (
+    ('decoder.', 'visual_decoder.'),
+    ('head.', 'visual_decoder.head.'),
+    ('text_embed.', 'visual_decoder.text_embed.'),
+    ('pos_queries', 'visual_decoder.pos_queries'),
+)
+
+
+def recognise_adapter(ckpt: Dict[str, Any], sd: Dict[str, Tensor]) -> bool:
+    """A checkpoint of the original's STR-Adapter: its decoder at the top level (its name alone is not enough: the
+    weights decide what is built)."""
+    return 'pos_queries' in sd and any(k.startswith('decoder.layers.') for k in sd)
+
+
+def adapter_state_dict(sd: Dict[str, Tensor]) -> Dict[str, Tensor]:
+    """The weights with our key names (a checkpoint already in ours passes unchanged)."""
+    if 'pos_queries' not in sd:
+        return sd
+    out = {}
+    for key, value in sd.items():
+        for old, new in _ADAPTER_RENAMES:
+            if key.startswith(old):
+                key = new + key[len(old) :]
+                break
+        out[f'model.{key}'] = value
+    return out
+
+
+def adapter_hparams(ckpt: Dict[str, Any], sd: Dict[str, Tensor], source: str) -> Dict[str, Any]:
+    """Constructor arguments for an STR-Adapter checkpoint of the original's."""
+    kwargs = hparams(ckpt, sd, source, ADAPTER_DEFAULTS)
+    kwargs.update(image_freeze_nlayer=12, text_freeze_nlayer=12, use_language_model=False)
+    return kwargs

@@ -23,7 +23,7 @@ import torch
 from torch import Tensor, nn
 
 from strhub.data.utils import CharsetAdapter, Tokenizer
-from strhub.models.clip import BpeTokenizer, encode_image, encode_text
+from strhub.models.clip import BpeTokenizer, encode_image, encode_image_keeping, encode_text
 from strhub.models.parseq import KV, ContextCache, Decoder, cloze_mask
 
 
@@ -43,6 +43,8 @@ class CLIP4STR(nn.Module):
         refine_iters: cloze refinement iterations after decoding.
         use_language_model: build the cross-modal branch (False: PARSeq-like visual-only model).
         image_detach: stop the cross-modal loss at the image tokens.
+        adapter: the STR-Adapter variant's adapter between the image encoder and the decoders
+            (:mod:`strhub.models.clip4str.adapters`), or None.
     """
 
     def __init__(
@@ -60,9 +62,11 @@ class CLIP4STR(nn.Module):
         refine_iters: int,
         use_language_model: bool = True,
         image_detach: bool = True,
+        adapter: Optional[nn.Module] = None,
     ):
         super().__init__()
         self.clip_model = clip_model
+        self.adapter = adapter
         self.tokenizer = Tokenizer(charset_train)
         self.charset_test = charset_test
         self.max_label_length = max_label_length
@@ -101,8 +105,11 @@ class CLIP4STR(nn.Module):
         return self.visual_decoder.pos_queries.device
 
     def encode(self, images: Tensor) -> Tensor:
-        """Stage 1, image tokens: (N, 3, H, W) -> (N, 1 + G, D)."""
-        return encode_image(self.clip_model, images)
+        """Stage 1, image tokens: (N, 3, H, W) -> (N, 1 + G, D), through the adapter if there is one."""
+        if self.adapter is None:
+            return encode_image(self.clip_model, images)
+        memory, block_inputs = encode_image_keeping(self.clip_model, images, self.adapter.block_ids)
+        return self.adapter(memory, block_inputs)
 
     def decode_visual(self, memory: Tensor, num_steps: int, stop_early: bool) -> Tensor:
         """Stage 2, visual logits (N, L, C) with L <= ``num_steps`` (fewer after an early stop)."""

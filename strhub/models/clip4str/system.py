@@ -1,6 +1,7 @@
 """CLIP4STR as a LightningModule: construction from config, freezing, the PSM loss, optimiser and schedule."""
 
 import dataclasses
+import math
 import random
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
@@ -13,6 +14,7 @@ from torch.optim.lr_scheduler import OneCycleLR
 
 from strhub.models.base import BaseSystem
 from strhub.models.clip import CLIPArch, build_clip, clip_arch_of, init_sincos_pos_embed, load_clip
+from strhub.models.clip4str.adapters import ENCODER_SIDE, build_adapter
 from strhub.models.clip4str.model import CLIP4STR, concat_kv
 from strhub.models.parseq import gen_tgt_perms, generate_attn_masks
 
@@ -31,6 +33,12 @@ class CLIP4STRSystem(BaseSystem):
     is built randomly from ``clip_arch`` (tiny models, and the skeleton a checkpoint is loaded into).
     When both are given the file must have the configured shape. ``clip_trusted``: the CLIP file may be loaded in
     full, running any code it holds (see :func:`strhub.models.clip.read_clip_state_dict`).
+
+    The STR-Adapter variant (``configs/experiment/clip4str-adapter.yaml``) is this system with ``adapter_type`` set
+    (``block_ids`` and ``prune_reduction`` for the ladder adapters, :func:`build_adapter`), the CLIP frozen
+    (``image_freeze_nlayer`` and ``text_freeze_nlayer`` 12) and no language model. Learning rate: ``lr`` is for a
+    global batch of ``lr_ref_batch`` and scales linearly with it; ``lr_sqrt_devices`` counts the devices by their
+    square root, the adapter's rule in the original (CLIP4STR's: 512, linear).
     """
 
     def __init__(
@@ -65,6 +73,11 @@ class CLIP4STRSystem(BaseSystem):
         seed: int = 0,
         pos_embed_init: Optional[str] = None,
         clip_trusted: bool = False,
+        adapter_type: Optional[str] = None,
+        block_ids: Sequence[int] = (0, 4, 8, 11),
+        prune_reduction: int = 4,
+        lr_ref_batch: int = 512,
+        lr_sqrt_devices: bool = False,
     ) -> None:
         super().__init__()
         if pos_embed_init not in (None, 'sincos'):
@@ -86,7 +99,10 @@ class CLIP4STRSystem(BaseSystem):
             raise ValueError(f'perm_num must be even with perm_mirrored (got {perm_num})')
         # Record the resolved architecture so the checkpoint rebuilds without the CLIP file.
         clip_arch = clip_arch_of(clip).to_dict()
+        block_ids = list(block_ids)
         self.save_hyperparameters()
+        # Built from the CLIP before it is frozen: the ladder adapters start as copies of its blocks.
+        adapter = build_adapter(adapter_type, clip, dec_num_heads, block_ids, prune_reduction) if adapter_type else None
         self.model = CLIP4STR(
             clip,
             charset_train,
@@ -101,6 +117,7 @@ class CLIP4STRSystem(BaseSystem):
             refine_iters,
             use_language_model,
             image_detach,
+            adapter,
         )
         self.frozen_modules = self._freeze(image_freeze_nlayer, text_freeze_nlayer)
 
@@ -223,15 +240,18 @@ class CLIP4STRSystem(BaseSystem):
 
     def configure_optimizers(self):
         hp = self.hparams
-        # Linear scaling with a reference global batch of 512 (the original uses devices per node; we use
-        # the world size so multi-node runs scale the same way).
+        # Linear scaling with a reference global batch (the original uses devices per node; we use the world size so
+        # multi-node runs scale the same way).
         agb = self.trainer.accumulate_grad_batches
-        lr = agb * self.trainer.world_size * hp.batch_size / 512 * hp.lr
+        devices = math.sqrt(self.trainer.world_size) if hp.lr_sqrt_devices else self.trainer.world_size
+        lr = agb * devices * hp.batch_size / hp.lr_ref_batch * hp.lr
+        # The ladder adapters train as the encoder did (its learning rate), the other adapters as the decoders.
+        encoder = ('clip_model', 'adapter') if hp.adapter_type in ENCODER_SIDE else ('clip_model',)
         groups = {k: [] for k in ('clip_no_decay', 'clip_decay', 'dec_no_decay', 'dec_decay')}
         for name, p in self.model.named_parameters():
             if not p.requires_grad:
                 continue
-            part = 'clip' if name.startswith('clip_model') else 'dec'
+            part = 'clip' if name.startswith(encoder) else 'dec'
             no_decay = p.ndim < 2 or any(k in name for k in _NO_DECAY_NAMES)
             groups[f'{part}_{"no_decay" if no_decay else "decay"}'].append(p)
         dec_lr = lr * hp.coef_lr
