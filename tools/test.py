@@ -4,7 +4,8 @@
     python tools/test.py CKPT --data_root DIR [--new] [--std] [--cased] [--punctuation] [--rotation D]
                          [--batch_size 512] [--num_workers 4] [--device auto|cpu|cuda] [--precision 32|bf16-mixed]
                          [--refine_iters N] [--decode ar|nar] [--openai_meanstd] [--out results.json] [--out results.csv]
-                         [--trust_checkpoint] [name:type=value ...]
+                         [--trust_checkpoint] [--clip_refine [--sample_K 5] [--sample_K2 5] [--sample_total 50]
+                         [--sample_prompt TEXT] [--alpha 0.1] [--sample_seed 0]] [name:type=value ...]
 
 Test sets are LMDBs under ``DIR/test/<name>``: the standard benchmark (IIIT5k, SVT, IC13_1015, IC15_1811,
 IC15_2077, SVTP, CUTE80, HOST, WOST), with ``--new`` also ArT, COCOv1.4 and Uber, and every other LMDB directory
@@ -16,14 +17,23 @@ Every image is decoded before its set is evaluated: a record whose image (or lab
 excluded, neither counted in ``# samples`` nor scored, and listed with its key and reason under the table, in the
 log and in the ``--out`` files (``num_skipped``, and ``skipped_records`` in JSON).
 
+``--clip_refine`` is the original's optional post-processing (spec §8.5, not used for the paper's results): each
+prediction is replaced by the best of readings drawn from its per-character distributions, scored with the model's
+own CLIP (:mod:`strhub.models.clip4str.clip_refine`). The log is then named as the original names it,
+``<checkpoint>.log_K{K2}-{K}-{total}_prompt{prompt}_alpha{alpha}_new{True|False}.txt``.
+
 Deliberate differences from the original: runs on CPU (``--device auto`` is the default, no unconditional
 ``torch.cuda.synchronize()``); a missing standard set is skipped with a note instead of crashing; extra LMDBs are
 evaluated as an "Other" group (``--std`` turns that off); the "Benchmark (Subset)" table, identical to "Benchmark" in
 CLIP4STR (spec §10.16), is printed once; a set left empty by the label filter shows ``nan`` instead of dividing by
 zero; unreadable records are excluded and reported instead of crashing; ``--openai_meanstd`` normalises with the CLIP
-statistics (the original, and the default here, use 0.5/0.5); ``--clip_refine`` and its options are not implemented.
+statistics (the original, and the default here, use 0.5/0.5); ``--clip_refine`` works on CLIP4STR checkpoints (the
+original's raises there, see :mod:`strhub.models.clip4str.clip_refine`), its draws are seeded (``--sample_seed``), and
+there is no ``--clip_model_path``: the original only reads it for models without a CLIP of their own.
 """
 
+import dataclasses
+import math
 import sys
 from pathlib import Path
 from typing import List, Optional
@@ -83,6 +93,41 @@ def build_parser() -> ArgumentParser:
         '--out', action='append', default=[], metavar='FILE', help='also write the results to FILE (.json or .csv)'
     )
     parser.add_trust_option()
+    parser.add_argument(
+        '--clip_refine',
+        action='store_true',
+        help="refine each prediction with the model's CLIP: the best of readings drawn from its per-character "
+        "distributions (the original's optional post-processing; not used for the paper's results)",
+    )
+    parser.add_argument(
+        '--sample_K', type=int, default=5, metavar='K', help='--clip_refine: candidates kept, the K most probable draws'
+    )
+    parser.add_argument(
+        '--sample_K2',
+        type=int,
+        default=5,
+        metavar='K2',
+        help='--clip_refine: draw each character among its K2 most probable (<= 0: among all)',
+    )
+    parser.add_argument('--sample_total', type=int, default=50, metavar='N', help='--clip_refine: draws per image')
+    parser.add_argument(
+        '--sample_prompt',
+        metavar='TEXT',
+        help='--clip_refine: text CLIP reads before each candidate, e.g. "a photo of"',
+    )
+    parser.add_argument(
+        '--alpha',
+        type=float,
+        default=0.1,
+        help='--clip_refine: weight of the CLIP probabilities added to the softmax of the joint probabilities',
+    )
+    parser.add_argument(
+        '--sample_seed',
+        type=int,
+        default=0,
+        metavar='S',
+        help='--clip_refine: seed of the draws (default: %(default)s)',
+    )
     return parser
 
 
@@ -93,6 +138,12 @@ def main(argv: Optional[List[str]] = None) -> int:
         parser.error('--batch_size must be >= 1')
     if args.num_workers < 0:
         parser.error('--num_workers must be >= 0')
+    if args.sample_K < 1:
+        raise CLIError(f'--sample_K must be >= 1 (got {args.sample_K})')
+    if args.sample_total < 1:
+        raise CLIError(f'--sample_total must be >= 1 (got {args.sample_total})')
+    if not math.isfinite(args.alpha):
+        raise CLIError(f'--alpha must be a finite number (got {args.alpha})')
     outs = [Path(o) for o in args.out]
     for o in outs:
         if o.suffix.lower() not in ('.json', '.csv'):
@@ -124,6 +175,13 @@ def main(argv: Optional[List[str]] = None) -> int:
     if args.charset_test == 'train':
         model.charset_test = model.hparams.charset_train
         print(f"Test charset: the checkpoint's training charset ({len(model.charset_test)} characters)")
+    refine = None
+    if args.clip_refine:
+        from strhub.models.clip4str.clip_refine import ClipRefineOptions
+
+        refine = ClipRefineOptions(
+            args.sample_K, args.sample_K2, args.sample_total, args.sample_prompt, args.alpha, args.sample_seed
+        )
     results = evaluate(
         model,
         args.data_root,
@@ -134,6 +192,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         rotation=args.rotation,
         openai_meanstd=args.openai_meanstd,
         precision=args.precision,
+        clip_refine=refine,
     )
     for s, reason in results.skipped.items():
         print(f'Test set {s} {reason}: skipped')
@@ -146,7 +205,13 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     # Written next to the checkpoint, as the original (a read-only location only costs a warning); for a shipped
     # model given by name, in the working directory rather than inside the package.
-    log_path = Path(f'{args.checkpoint if pretrained_path(args.checkpoint) else checkpoint}.log_new{args.new}.txt')
+    settings = ''
+    if refine is not None:  # the original's name then records the refinement settings
+        settings = (
+            f'K{args.sample_K2}-{args.sample_K}-{args.sample_total}_prompt{args.sample_prompt}_alpha{args.alpha}_'
+        )
+    base = args.checkpoint if pretrained_path(args.checkpoint) else checkpoint
+    log_path = Path(f'{base}.log_{settings}new{args.new}.txt')
     try:
         log_path.write_text(''.join(f'Test set {s} {r}: skipped\n' for s, r in results.skipped.items()) + report)
     except OSError as e:
@@ -161,6 +226,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         device=str(next(model.parameters()).device),
         precision=args.precision,
     )
+    if refine is not None:
+        info['clip_refine'] = dataclasses.asdict(refine)
     failed = []
     for o in outs:  # every output is attempted: one that fails does not cost the others
         try:

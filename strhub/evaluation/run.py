@@ -4,15 +4,18 @@ import os
 import sys
 import time
 import warnings
-from typing import Dict, Sequence, Union
+from typing import TYPE_CHECKING, Dict, Optional, Sequence, Union
 
 import torch
 
 from ..data.dataset import CorruptRecordWarning, InvalidLmdbError
 from ..data.module import SceneTextDataModule
 from ..device import autocast, select_device
-from .metrics import BatchResult
+from .metrics import BatchResult, score_predictions
 from .report import Evaluation, SetResult
+
+if TYPE_CHECKING:  # strhub.models imports this package: no import cycle at run time
+    from ..models.clip4str.clip_refine import ClipRefineOptions
 
 
 def evaluate(
@@ -26,6 +29,7 @@ def evaluate(
     openai_meanstd: bool = False,
     progress: bool = True,
     precision: str = '32',
+    clip_refine: Optional['ClipRefineOptions'] = None,
 ) -> Evaluation:
     """Evaluates ``model`` (a loaded recogniser, e.g. from ``strhub.models.load_from_checkpoint``) on test sets
     ``<data_root>/test/<name>``, as the original ``test.py``: the model's test charset and label filter, 0.5/0.5
@@ -40,6 +44,8 @@ def evaluate(
         device: where to run (``auto``: CUDA when available); the model is moved there.
         progress: a progress bar per set on stderr.
         precision: ``32`` (float32), ``bf16-mixed`` or ``16-mixed`` (CUDA), see :func:`strhub.device.autocast`.
+        clip_refine: refine each prediction with the model's CLIP, as the original's ``test.py --clip_refine``
+            (:mod:`strhub.models.clip4str.clip_refine`); the draws of every set start from its seed.
 
     Raises:
         strhub.device.DeviceError: ``device`` does not exist here.
@@ -67,6 +73,8 @@ def evaluate(
     width = max(map(len, names), default=0)
     sets: Dict[str, SetResult] = {}
     skipped: Dict[str, str] = {}
+    if clip_refine is not None:
+        from ..models.clip4str.clip_refine import clip_refine as refine
     start = time.perf_counter()
     with torch.inference_mode(), amp:
         for k, name in enumerate(names, 1):
@@ -79,8 +87,15 @@ def evaluate(
                 continue
             res = BatchResult()
             bar = _progress(loader, f'[{k}/{len(names)}] {name:>{width}}', progress)
+            if clip_refine is not None:
+                generator = torch.Generator().manual_seed(clip_refine.seed)
             for images, labels in bar:
-                res += model.eval_batch(images.to(device, non_blocking=True), labels, validation=False)
+                images = images.to(device, non_blocking=True)
+                if clip_refine is None:
+                    res += model.eval_batch(images, labels, validation=False)
+                else:
+                    preds, confidences = refine(model, images, model(images), clip_refine, generator)
+                    res += score_predictions(preds, confidences, labels)
             sets[name] = SetResult(res, list(loader.dataset.bad_records))
     if device.type == 'cuda':
         torch.cuda.synchronize(device)
