@@ -6,6 +6,9 @@ on the same memory (:meth:`Decoder.memory_kv`: all decoding steps, refinement, a
 context's for the later steps of autoregressive decoding (:meth:`Decoder.step`). The straightforward computation,
 with the modules themselves and the whole prefix at every step, is kept in ``strhub.models.parseq.reference``: the
 tests compare against it and ``tools/bench.py --reference`` times it.
+
+:class:`CrossAttentionRecorder` recovers the query stream's cross-attention weights for visualisation
+(``strhub.models.attention_maps``); when none is active decoding is unchanged.
 """
 
 import copy
@@ -42,6 +45,41 @@ def attend(attn: nn.MultiheadAttention, x: Tensor, kv: KV, mask: Optional[Tensor
     out = F.scaled_dot_product_attention(q, kv[0], kv[1], attn_mask=mask, dropout_p=dropout)
     n, _, length, _ = out.shape
     return attn.out_proj(out.transpose(1, 2).reshape(n, length, d))
+
+
+class CrossAttentionRecorder:
+    """While active (``with CrossAttentionRecorder() as rec:``), every decoder layer's query-stream cross-attention
+    appends ``(layer, weights)`` to ``rec.weights``: the (N, H, Lq, S) softmax(q k^T / sqrt(d)) of the q and k that
+    the layer used, recomputed in float32 beside the fused attention (which never materialises it).
+
+    Recording goes through a module variable, so one recorder at a time, in one thread. Outside a ``with`` block
+    the decoder only checks that variable: its outputs are bit-identical.
+    """
+
+    def __init__(self) -> None:
+        self.weights: List[Tuple['DecoderLayer', Tensor]] = []
+
+    def __enter__(self) -> 'CrossAttentionRecorder':
+        global _recorder
+        if _recorder is not None:
+            raise RuntimeError('a CrossAttentionRecorder is already active')
+        _recorder = self
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        global _recorder
+        _recorder = None
+
+    def record(self, layer: 'DecoderLayer', x: Tensor, memory: KV) -> None:
+        attn = layer.cross_attn
+        d = attn.embed_dim
+        q = _split_heads(F.linear(x, attn.in_proj_weight[:d], attn.in_proj_bias[:d]), attn.num_heads)
+        # The default scale of scaled_dot_product_attention: 1 / sqrt(head dim).
+        scores = q.float() @ memory[0].float().transpose(-2, -1) / math.sqrt(q.shape[-1])
+        self.weights.append((layer, scores.softmax(-1).detach()))
+
+
+_recorder: Optional[CrossAttentionRecorder] = None
 
 
 class ContextCache:
@@ -90,10 +128,16 @@ class DecoderLayer(nn.Module):
         content_norm = self.norm_c(content)
         return content_norm, project_kv(self.self_attn, content_norm)
 
-    def forward_stream(self, tgt: Tensor, tgt_norm: Tensor, context: KV, memory: KV, mask: Optional[Tensor]) -> Tensor:
-        """One stream: self-attention over the (normed) content, cross-attention to memory, MLP."""
+    def forward_stream(
+        self, tgt: Tensor, tgt_norm: Tensor, context: KV, memory: KV, mask: Optional[Tensor], record: bool = False
+    ) -> Tensor:
+        """One stream: self-attention over the (normed) content, cross-attention to memory, MLP. ``record``: the
+        query stream, whose cross-attention an active :class:`CrossAttentionRecorder` stores."""
         tgt = tgt + self.dropout1(attend(self.self_attn, tgt_norm, context, mask))
-        tgt = tgt + self.dropout2(attend(self.cross_attn, self.norm1(tgt), memory))
+        x = self.norm1(tgt)
+        if record and _recorder is not None:
+            _recorder.record(self, x, memory)
+        tgt = tgt + self.dropout2(attend(self.cross_attn, x, memory))
         tgt2 = self.linear2(self.dropout(F.gelu(self.linear1(self.norm2(tgt)))))
         return tgt + self.dropout3(tgt2)
 
@@ -107,7 +151,7 @@ class DecoderLayer(nn.Module):
         update_content: bool = True,
     ) -> Tuple[Tensor, Tensor]:
         content_norm, context = self.context_kv(content)
-        query = self.forward_stream(query, self.norm_q(query), context, memory, query_mask)
+        query = self.forward_stream(query, self.norm_q(query), context, memory, query_mask, record=True)
         if update_content:
             content = self.forward_stream(content, content_norm, context, memory, content_mask)
         return query, content
@@ -238,7 +282,7 @@ class Decoder(nn.Module):
         for i, layer in enumerate(self.layers):
             content_norm, kv = layer.context_kv(content)
             context = cache.put(i, position, kv)
-            query = layer.forward_stream(query, layer.norm_q(query), context, memory[i], None)
+            query = layer.forward_stream(query, layer.norm_q(query), context, memory[i], None, record=True)
             if i < len(self.layers) - 1:  # the content stream's causal mask: position sees 0..position, all cached
                 content = layer.forward_stream(content, content_norm, context, memory[i], None)
         return self.head(self.norm(query))
