@@ -231,7 +231,8 @@ def _val_accuracy(name: str) -> Optional[float]:
 
 
 def resolve_checkpoint(path: Union[str, os.PathLike]) -> Path:
-    """A checkpoint file, a directory of them (as written by training: ``checkpoints/``) or a shipped model's name.
+    """A checkpoint file, a directory of them (as written by training: ``checkpoints/``) or a model's name
+    (shipped or released, see :mod:`strhub.pretrained`).
 
     For a directory, as the original: the file whose name contains ``val`` with the highest ``val_accuracy`` parsed
     from the name. Unlike the original, names that do not parse are ignored instead of crashing, and ``last.ckpt``
@@ -240,11 +241,11 @@ def resolve_checkpoint(path: Union[str, os.PathLike]) -> Path:
     Raises:
         CLIError: the path does not exist, or the directory holds no usable checkpoint.
     """
-    path = pretrained_path(path) or Path(path)
+    given, path = path, pretrained_path(path) or Path(path)
     if path.is_file():
         return path
     if not path.exists():
-        raise CLIError(not_found_message(path))
+        raise CLIError(not_found_message(given))
     if not path.is_dir():
         raise CLIError(f'checkpoint is not a file: {path}')
     scored = []

@@ -29,16 +29,16 @@ TRUST_HINT = '--trust_checkpoint (test.py, read.py, export.py), trust_checkpoint
 
 
 def read_checkpoint(path: Union[str, Path], trust: bool = False) -> Dict[str, Any]:
-    """The contents of a checkpoint file, or of a shipped model given by name (see ``strhub.pretrained``).
+    """The contents of a checkpoint file, or of a shipped or released model given by name (see ``strhub.pretrained``).
 
     Args:
         trust: load the file in full, whatever objects it pickles (which can run code): only for files you trust.
             Otherwise only tensors and plain data are read (see :mod:`strhub.models.serialization`), which covers
             our checkpoints and the original's releases.
     """
-    path = pretrained_path(path) or Path(path)
+    given, path = path, pretrained_path(path) or Path(path)
     if not path.is_file():
-        raise CheckpointError(not_found_message(path))
+        raise CheckpointError(not_found_message(given))
     try:
         if trust:
             ckpt = torch.load(str(path), map_location='cpu', weights_only=False)
@@ -88,8 +88,8 @@ def load_from_checkpoint(path: Union[str, Path], trust: bool = False, **override
     """Loads a checkpoint (ours or a released one) as a model in eval mode.
 
     Args:
-        path: ``.ckpt`` (Lightning) or ``.pt`` (plain state dict) file, or the name of a shipped model
-            (``'clip4str-tiny'``).
+        path: ``.ckpt`` (Lightning) or ``.pt`` (plain state dict) file, or the name of a shipped or released model
+            (``'clip4str-tiny'``, ``'clip4str-base16x16'``: see :mod:`strhub.pretrained`).
         trust: the file is trusted, see :func:`read_checkpoint`.
         overrides: constructor arguments to change, e.g. ``refine_iters=0``, ``decode_ar=False``,
             ``charset_test=...``, ``dropout=0``.
