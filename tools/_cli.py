@@ -199,6 +199,20 @@ def split_paths_and_model_args(items: Sequence[str]) -> Tuple[List[str], List[st
     return paths, model_args
 
 
+# --- Charsets ----------------------------------------------------------------------------------------------------
+
+
+def charset_arg(value: Optional[str], option: str = '--charset') -> Optional[str]:
+    """The charset a CHARSET option names (a name, a file or the characters; None stays None); a bad one is a
+    ``CLIError`` naming the option."""
+    from strhub.data.charsets import charset_from_spec  # torch-free: the check comes before the heavy imports
+
+    try:
+        return charset_from_spec(value) if value is not None else None
+    except ValueError as e:
+        raise CLIError(f'{option}: {e}') from None
+
+
 # --- Output files ------------------------------------------------------------------------------------------------
 
 

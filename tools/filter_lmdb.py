@@ -26,9 +26,8 @@ import shutil
 from pathlib import Path
 from typing import List, Optional
 
-from _cli import ArgumentParser, CLIError, run_cli
+from _cli import ArgumentParser, CLIError, charset_arg, run_cli
 
-from strhub.data.charsets import charset_from_spec
 from strhub.data.lmdb_io import LMDB_FILES, count_samples, install_lmdb, make_build_root
 
 
@@ -56,10 +55,7 @@ def build_parser() -> ArgumentParser:
 def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     src, dst = Path(args.src), Path(args.dst)
-    try:
-        charset = charset_from_spec(args.charset) if args.charset is not None else None
-    except ValueError as e:
-        raise CLIError(f'--charset: {e}') from None
+    charset = charset_arg(args.charset)
     if args.fold_case and charset is None:
         raise CLIError('--fold_case needs --charset')
     if dst.exists() and not dst.is_dir():

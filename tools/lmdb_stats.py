@@ -17,9 +17,8 @@ import json
 from pathlib import Path
 from typing import List, Optional
 
-from _cli import ArgumentParser, CLIError, check_writable, run_cli
+from _cli import ArgumentParser, CLIError, charset_arg, check_writable, run_cli
 
-from strhub.data.charsets import charset_from_spec
 from strhub.data.lmdb_io import count_samples
 
 
@@ -44,10 +43,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     for name, least in (('top', 0), ('rare', 0), ('samples', 1), ('columns', 1)):
         if getattr(args, name) < least:
             raise CLIError(f'--{name} must be >= {least} (got {getattr(args, name)})')
-    try:
-        charset = charset_from_spec(args.charset) if args.charset is not None else None
-    except ValueError as e:
-        raise CLIError(f'--charset: {e}') from None
+    charset = charset_arg(args.charset)
     if args.fold_case and charset is None:
         raise CLIError('--fold_case needs --charset')
     for option, path in (('--contact_sheet', args.contact_sheet), ('--json', args.json)):

@@ -20,9 +20,9 @@ import os
 from pathlib import Path
 from typing import List, Optional
 
-from _cli import ArgumentParser, CLIError, run_cli
+from _cli import ArgumentParser, CLIError, charset_arg, run_cli
 
-from strhub.data.charsets import CHARSETS, charset_from_spec
+from strhub.data.charsets import CHARSETS
 from strhub.data.synthetic import list_fonts, make_dataset, split_fonts
 from strhub.data.synthetic.fonts import script_coverage
 
@@ -65,10 +65,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     if min(args.num_train, args.num_val, args.num_test) < 0 or args.shard_size < 1:
         p.error('counts must be >= 0 and --shard_size >= 1')
     if args.charset not in CHARSETS:  # a name stays a name (meta.json records it)
-        try:
-            args.charset = charset_from_spec(args.charset)
-        except ValueError as e:
-            p.error(f'--charset: {e}')
+        args.charset = charset_arg(args.charset)
     for f in args.words or []:
         if not Path(f).is_file():
             p.error(f'--words {f}: no such file')

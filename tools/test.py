@@ -42,6 +42,7 @@ from _cli import (
     MODEL_ARGS_HELP,
     ArgumentParser,
     CLIError,
+    charset_arg,
     check_writable,
     load_model,
     model_overrides,
@@ -49,7 +50,7 @@ from _cli import (
     resolve_checkpoint,
     run_cli,
 )
-from strhub.data.charsets import benchmark_charset, charset_from_spec
+from strhub.data.charsets import benchmark_charset
 from strhub.pretrained import pretrained_path
 
 PROG = 'test.py'
@@ -154,10 +155,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     if args.charset_test is None:
         kwargs['charset_test'] = benchmark_charset(args.cased, args.punctuation)  # as the original: the flags win
     elif args.charset_test != 'train':
-        try:
-            kwargs['charset_test'] = charset_from_spec(args.charset_test)
-        except ValueError as e:
-            parser.error(f'--charset_test: {e}')
+        kwargs['charset_test'] = charset_arg(args.charset_test, '--charset_test')
     checkpoint = resolve_checkpoint(args.checkpoint)
     if Path(args.checkpoint).is_dir():
         print(f'Checkpoint: {checkpoint}')

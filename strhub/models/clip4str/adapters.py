@@ -14,23 +14,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from strhub.models.parseq.decoder import init_weights
+
 ADAPTER_TYPES = ('linear', 'attention', 'ladder', 'linear_ladder', 'ladder_pruning')
 # The ladder side networks that the original's optimiser treats as encoder (learning rate without coef_lr);
 # the other adapters train with the decoder.
 ENCODER_SIDE = ('ladder', 'ladder_pruning')
 _LADDER_T = 0.1  # temperature of the gates sigmoid(alpha / T)
-
-
-def _init_linear(module: nn.Module) -> None:
-    """PARSeq's init of the modules it applies to: trunc-normal(0.02) linear weights, zero biases, unit norms."""
-    for m in module.modules():
-        if isinstance(m, nn.Linear):
-            nn.init.trunc_normal_(m.weight, std=0.02)
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.LayerNorm):
-            nn.init.ones_(m.weight)
-            nn.init.zeros_(m.bias)
 
 
 class LinearAdapter(nn.Module):
@@ -47,7 +37,7 @@ class LinearAdapter(nn.Module):
             nn.ReLU(),
         )
         self.ratio = ratio
-        _init_linear(self)
+        init_weights(self)
 
     def forward(self, memory: Tensor, block_inputs: Sequence[Tensor] = ()) -> Tensor:
         return self.ratio * self.fc(memory) + (1.0 - self.ratio) * memory
@@ -62,7 +52,7 @@ class AttentionAdapter(nn.Module):
         super().__init__()
         self.attn = block
         self.ratio = ratio
-        _init_linear(self)  # the original's init; the attention's in-projection keeps PyTorch's xavier
+        init_weights(self)  # the original's init (its in-projection: xavier, as PyTorch's own)
 
     def forward(self, memory: Tensor, block_inputs: Sequence[Tensor] = ()) -> Tensor:
         return self.ratio * self.attn(memory) + (1.0 - self.ratio) * memory

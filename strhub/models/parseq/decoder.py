@@ -169,6 +169,24 @@ class TokenEmbedding(nn.Module):
         return math.sqrt(self.embed_dim) * self.embedding(tokens)
 
 
+def init_weights(module: nn.Module) -> None:
+    """PARSeq's init of every submodule: trunc-normal(0.02) linears and embeddings, zero biases, unit norms, xavier
+    attention in-projections."""
+    for m in module.modules():
+        if isinstance(m, nn.Linear):
+            nn.init.trunc_normal_(m.weight, std=0.02)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.Embedding):
+            nn.init.trunc_normal_(m.weight, std=0.02)
+        elif isinstance(m, nn.LayerNorm):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.MultiheadAttention):
+            nn.init.xavier_uniform_(m.in_proj_weight)
+            nn.init.zeros_(m.in_proj_bias)
+
+
 class Decoder(nn.Module):
     """Position-query decoder with its own token embedding, position queries and output head.
 
@@ -200,20 +218,8 @@ class Decoder(nn.Module):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        """The original init: trunc-normal(0.02) linears/embeddings/queries, zero biases, unit norms."""
-        for m in self.modules():
-            if isinstance(m, nn.Linear):
-                nn.init.trunc_normal_(m.weight, std=0.02)
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.Embedding):
-                nn.init.trunc_normal_(m.weight, std=0.02)
-            elif isinstance(m, nn.LayerNorm):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.MultiheadAttention):
-                nn.init.xavier_uniform_(m.in_proj_weight)
-                nn.init.zeros_(m.in_proj_bias)
+        """The original init (:func:`init_weights`), and trunc-normal(0.02) position queries."""
+        init_weights(self)
         nn.init.trunc_normal_(self.pos_queries, std=0.02)
 
     def memory_kv(self, memory: Tensor) -> List[KV]:
