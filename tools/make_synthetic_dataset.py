@@ -7,6 +7,8 @@ Example::
     python tools/make_synthetic_dataset.py --out data/synthetic --num_train 100000 --num_val 2000 --num_test 2000
     python tools/make_synthetic_dataset.py --list_fonts                            # usable and rejected fonts
     python tools/make_synthetic_dataset.py --list_scripts                          # which scripts the fonts cover
+    # scene-like training data (each variation at strength 0.8 on a quarter of the samples) and the SynthScene tests
+    python tools/make_synthetic_dataset.py --out data/scene --scene 0.8 --scene_tests
     # mixed-case Latin and Greek (or a charset file, or the characters), English and Greek words
     python tools/make_synthetic_dataset.py --out data/greek --charset 125_latin-greek \
         --words strhub/data/wordlist.txt strhub/data/wordlist_el.txt
@@ -48,6 +50,16 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     p.add_argument('--workers', type=int, default=os.cpu_count() or 1, help='processes (default: all CPUs)')
     p.add_argument('--max_label_length', type=int, default=25, help='longest label')
     p.add_argument('--difficulty', type=float, default=0.5, help='distortion strength 0..1')
+    p.add_argument(
+        '--scene',
+        type=float,
+        default=0.0,
+        metavar='STRENGTH',
+        help='strength 0..1 of the scene-like variations (curved, perspective, occluded, backgrounds, light-on-dark, '
+        'low resolution, blur, JPEG, spacing, capitals, codes, long words) in train/val (default 0: none)',
+    )
+    p.add_argument('--scene_share', type=float, default=0.25, help='with --scene: share of samples per variation')
+    p.add_argument('--scene_tests', action='store_true', help='also write the test sets test/SynthScene/*')
     p.add_argument('--fonts_dir', help=f'extra font folder(s), {os.pathsep!r}-separated (also $STRHUB_FONTS_DIR)')
     p.add_argument('--no_system_fonts', action='store_true', help='only --fonts_dir fonts and Pillow built-in')
     p.add_argument('--font_holdout', type=float, default=0.2, help='share of font families held out for SynthFonts')
@@ -60,8 +72,9 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if not (args.list_fonts or args.list_scripts) and not args.out:
         p.error('--out is required')
-    if not 0 <= args.difficulty <= 1:
-        p.error('--difficulty must be within 0..1')
+    for name in ('difficulty', 'scene', 'scene_share'):
+        if not 0 <= getattr(args, name) <= 1:
+            p.error(f'--{name} must be within 0..1')
     if min(args.num_train, args.num_val, args.num_test) < 0 or args.shard_size < 1:
         p.error('counts must be >= 0 and --shard_size >= 1')
     if args.charset not in CHARSETS:  # a name stays a name (meta.json records it)
@@ -111,6 +124,9 @@ def main(argv: Optional[List[str]] = None) -> int:
             overwrite=args.overwrite,
             progress=not args.no_progress,
             words=args.words,
+            scene=args.scene,
+            scene_share=args.scene_share,
+            scene_tests=args.scene_tests,
         )
     except (FileExistsError, ValueError) as e:  # ValueError: no word of the lists fits the charset
         raise CLIError(str(e)) from None
@@ -119,7 +135,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         f'{args.workers} workers):'
     )
     for rel, n in s['counts'].items():
-        print(f'  {rel:24s} {n:8d}')
+        print(f'  {rel:28s} {n:8d}')
     fonts, families = s['fonts'], s['font_families']
     print(
         f'Fonts: {len(fonts["train"])} for train/val/SynthWords ({len(families["train"])} families), '

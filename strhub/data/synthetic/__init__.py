@@ -7,7 +7,8 @@ it quickly.
 
 Modules, by job: :mod:`~strhub.data.synthetic.fonts` (finding, checking and splitting fonts),
 :mod:`~strhub.data.synthetic.labels` (word list and label sampler), :mod:`~strhub.data.synthetic.render` (a word
-as an image) and :mod:`~strhub.data.synthetic.build` (samples, splits and the LMDBs).
+as an image), :mod:`~strhub.data.synthetic.scene` and :mod:`~strhub.data.synthetic.effects` (the scene-like
+variations and their test sets) and :mod:`~strhub.data.synthetic.build` (samples, splits and the LMDBs).
 
 Layout written by :func:`make_dataset` (every LMDB is in the public STR format of :mod:`strhub.data.lmdb_io`)::
 
@@ -16,6 +17,9 @@ Layout written by :func:`make_dataset` (every LMDB is in the public STR format o
     <out>/val/synthetic/data.mdb           training distribution (training words and fonts), fresh samples
     <out>/test/SynthWords/data.mdb         held-out words, fonts seen in training
     <out>/test/SynthFonts/data.mdb         held-out words AND held-out font families (not written with < 2 fonts)
+    <out>/test/SynthScene/<name>/data.mdb  with ``scene_tests``: one scene-like variation each (curved, occluded, ...)
+                                           and a mix; held-out words, even samples in training font families, odd
+                                           samples in held-out ones
 
 Splits: the word list is split by a hash of each word (words of 1-2 letters always stay in training), and fonts by
 a hash of their family name, so both splits are stable and need no stored state. Training labels are rejected if
@@ -29,10 +33,13 @@ from strhub.data.synthetic.build import SPLITS, TEST_SETS, heldout_samples, make
 from strhub.data.synthetic.fonts import FontSpec, check_font, find_font_files, list_fonts, split_fonts
 from strhub.data.synthetic.labels import label_sampler, load_words, split_words
 from strhub.data.synthetic.render import render_word
+from strhub.data.synthetic.scene import SCENE_TESTS, SceneOptions
 
 __all__ = [
     'FontSpec',
+    'SCENE_TESTS',
     'SPLITS',
+    'SceneOptions',
     'TEST_SETS',
     'check_font',
     'find_font_files',

@@ -7,7 +7,7 @@ import os
 import shutil
 import time
 import zlib
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
@@ -18,6 +18,7 @@ from strhub.data.lmdb_io import write_lmdb
 from strhub.data.synthetic.fonts import FontSpec, list_fonts, split_fonts
 from strhub.data.synthetic.labels import WORDLIST, LabelSampler, label_sampler
 from strhub.data.synthetic.render import encode_image, render_word
+from strhub.data.synthetic.scene import SCENE_TESTS, SceneOptions
 from strhub.data.utils import CHARSETS
 
 VERSION = 1  # bump when the rendering or sampling changes, so meta.json tells datasets apart
@@ -29,6 +30,8 @@ SPLITS = {
     'SynthFonts': ('test', 'heldout'),
 }
 TEST_SETS = ('SynthWords', 'SynthFonts')
+# The scene test sets (SCENE_TESTS) draw held-out words, and fonts alternately from the training and held-out families.
+SCENE_SPLIT = ('test', 'alternate')
 
 
 @dataclass
@@ -37,6 +40,7 @@ class _Config:
     difficulty: float
     sampler: LabelSampler
     fonts: Dict[str, List[FontSpec]]
+    scene: Dict[str, SceneOptions]
 
 
 _CFG: Optional[_Config] = None
@@ -58,12 +62,18 @@ def render_sample(
     fonts: Dict[str, List[FontSpec]],
     seed: int = 0,
     difficulty: float = 0.5,
+    scene: Optional[SceneOptions] = None,
 ) -> Tuple[bytes, str]:
-    """Sample ``index`` of ``split`` (a key of ``SPLITS``): (encoded image, label), a pure function of its args."""
+    """Sample ``index`` of ``split`` (a key of ``SPLITS`` or ``SCENE_TESTS``): (encoded image, label), a pure function
+    of its args. ``scene``: the scene-like variations (default: the split's own, none for ``SPLITS``)."""
     rng = _sample_rng(seed, split, index)
-    words, font_set = SPLITS[split]
-    label = sampler.sample(rng, words)
-    image = render_word(label, rng, fonts[font_set], difficulty)
+    words, font_set = SPLITS.get(split) or (SCENE_SPLIT if split in SCENE_TESTS else SPLITS[split])
+    scene = scene or SCENE_TESTS.get(split) or SceneOptions()
+    if font_set == 'alternate':
+        font_set = 'heldout' if index % 2 and fonts['heldout'] else 'train'
+    kind = scene.label_kind(rng)
+    label = sampler.scene_sample(rng, words, kind) if kind else sampler.sample(rng, words)
+    image = render_word(label, rng, fonts[font_set], difficulty, scene)
     return encode_image(image, rng, difficulty), label
 
 
@@ -78,10 +88,13 @@ def heldout_samples(n: int, seed: int, charset: str = '94_full') -> List[Tuple[b
 
 
 def _task(job: Tuple[str, int]) -> Tuple[bytes, str]:
-    return render_sample(job[0], job[1], _CFG.sampler, _CFG.fonts, _CFG.seed, _CFG.difficulty)
+    split = job[0]
+    return render_sample(split, job[1], _CFG.sampler, _CFG.fonts, _CFG.seed, _CFG.difficulty, _CFG.scene.get(split))
 
 
-def _plan(num_train: int, num_val: int, num_test: int, shard_size: int, heldout: bool) -> List[Tuple[str, str, range]]:
+def _plan(
+    num_train: int, num_val: int, num_test: int, shard_size: int, heldout: bool, scene_tests: bool = False
+) -> List[Tuple[str, str, range]]:
     """[(LMDB dir relative to out, split, sample indices)]."""
     shards = max(1, -(-num_train // shard_size))
     plan = [
@@ -90,6 +103,7 @@ def _plan(num_train: int, num_val: int, num_test: int, shard_size: int, heldout:
     ]
     plan.append(('val/synthetic', 'val', range(num_val)))
     plan += [(f'test/{s}', s, range(num_test)) for s in TEST_SETS if s != 'SynthFonts' or heldout]
+    plan += [(f'test/{s}', s, range(num_test)) for s in SCENE_TESTS if scene_tests]
     return plan
 
 
@@ -112,6 +126,9 @@ def make_dataset(
     overwrite: bool = False,
     progress: bool = True,
     words: Optional[Sequence[Union[str, Path]]] = None,
+    scene: float = 0.0,
+    scene_share: float = 0.25,
+    scene_tests: bool = False,
 ) -> Dict:
     """Generates the synthetic dataset under ``out_dir`` (layout in :mod:`strhub.data.synthetic`).
 
@@ -131,6 +148,10 @@ def make_dataset(
         progress: show a tqdm progress bar.
         words: word list files, one word per line (default: the shipped English list), e.g. a list of another
             script's words for a charset that has its letters; each list is drawn from equally often.
+        scene: strength 0..1 of every scene-like variation in the training and validation samples (0: none, the
+            samples are then those of a dataset made without the option); see :class:`SceneOptions`.
+        scene_share: with ``scene``, the share of samples each variation is applied to.
+        scene_tests: also write the scene test sets ``test/SynthScene/*`` (``SCENE_TESTS``), ``num_test`` each.
 
     Returns:
         A summary: counts per LMDB, fonts per split, word counts, elapsed seconds and images per second.
@@ -141,18 +162,24 @@ def make_dataset(
     fonts = list(fonts) if fonts is not None else list_fonts(charset_str, fonts_dir, system_fonts)
     train_fonts, held_fonts = split_fonts(fonts, font_holdout)
     sampler = label_sampler(charset_str, max_label_length, test_frac=word_holdout, words=words)
-    plan = _plan(num_train, num_val, num_test, shard_size, bool(held_fonts))
+    plan = _plan(num_train, num_val, num_test, shard_size, bool(held_fonts), scene_tests)
 
     targets = [out / 'train' / 'synthetic', out / 'val' / 'synthetic', out / 'meta.json']
     targets += [out / 'test' / s for s in TEST_SETS]
+    targets += [out / 'test' / 'SynthScene'] if scene_tests else []
     existing = [t for t in targets if t.exists()]
     if existing and not overwrite:
         raise FileExistsError(f'{existing[0]} exists (pass overwrite=True / --overwrite to replace it)')
     for t in existing:
         shutil.rmtree(t) if t.is_dir() else t.unlink()
 
+    training_scene = SceneOptions.uniform(scene, scene_share) if scene > 0 else None
     cfg = _Config(
-        seed=seed, difficulty=difficulty, sampler=sampler, fonts={'train': train_fonts, 'heldout': held_fonts}
+        seed=seed,
+        difficulty=difficulty,
+        sampler=sampler,
+        fonts={'train': train_fonts, 'heldout': held_fonts},
+        scene={'train': training_scene, 'val': training_scene} if training_scene else {},
     )
     workers = max(1, workers if workers is not None else os.cpu_count() or 1)
     total = sum(len(r) for _, _, r in plan)
@@ -194,6 +221,10 @@ def make_dataset(
         'fonts': {k: [f'{f.name} ({f.file})' for f in v] for k, v in cfg.fonts.items()},
         'versions': {'pillow': Image.__version__, 'numpy': np.__version__},
     }
+    if training_scene:  # recorded only when used, so that meta.json without them is as before
+        meta['scene'] = asdict(training_scene)
+    if scene_tests:
+        meta['scene_tests'] = {s: {k: v for k, v in asdict(o).items() if v} for s, o in SCENE_TESTS.items()}
     out.mkdir(parents=True, exist_ok=True)
     (out / 'meta.json').write_text(json.dumps(meta, indent=2) + '\n')
     return {**meta, 'out_dir': str(out), 'total': total, 'elapsed_s': elapsed, 'images_per_s': total / elapsed}

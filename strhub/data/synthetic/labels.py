@@ -62,6 +62,8 @@ class _WordPool:
 
 # Greek in capitals drops the accents (ΕΞΟΔΟΣ, not ΈΞΟΔΟΣ); a capitalised word keeps its accent (Έξοδος).
 _GREEK_CAPS = str.maketrans('ΆΈΉΊΌΎΏ', 'ΑΕΗΙΟΥΩ')
+# In a mix of cases, capital I and small l are one shape in most sans-serif fonts: a person could not read them.
+_NO_IL = str.maketrans('Il', 'iL')
 
 # Label templates; '{}' is a word, the others are number parts (see LabelSampler.number).
 _PUNCT_WRAPS = tuple(
@@ -71,6 +73,26 @@ _PUNCT_WRAPS = tuple(
 _NUMBER_FORMS = tuple(
     """{d} {d} {d} ${d}.{c} {h}:{m} {d}.{c} {c}% {y}-{c}-{c} +{d} {t},{k} #{d} ({d}) {c}/{c}/{y} {d}x{d} {d}km {d}kg
     No.{d} {d}th {c}:{c}""".split()
+)
+# Alphanumeric codes (number plates, serial and part numbers): 'A' is a random letter, '9' a random digit; a
+# separator outside the charset is dropped ('AB12 CDE' is 'AB12CDE' in a charset without the space).
+_CODE_FORMS = (
+    'AA99 AAA',
+    'AA-999-AA',
+    'AA-9999',
+    'AAA-9999',
+    '9AAA999',
+    'A999 AAA',
+    'AAA 999',
+    'SN-9999-AA',
+    'S/N 9999999',
+    'A9A 9A9',
+    '9999-9999',
+    'AA999999',
+    'AAA99999',
+    '99-AA-99',
+    'A9-99A',
+    'REF 9999',
 )
 
 
@@ -150,6 +172,59 @@ class LabelSampler:
         if chars is self.alnum and rng.random() < 0.5:  # product-code look: upper-case letters and digits
             chars = ''.join(c for c in chars if not c.islower()) or chars
         return ''.join(chars[i] for i in rng.integers(len(chars), size=n))
+
+    def code(self, rng: np.random.Generator) -> str:
+        """A plate-, serial- or part-number-like code: capital letters (small ones without capitals) and digits."""
+        letters = [c for c in self.alnum if c.isascii() and c.isalpha() and (c.isupper() or not self.has_upper)]
+        form = _CODE_FORMS[int(rng.integers(len(_CODE_FORMS)))]
+        if not self.has_upper:
+            form = form.lower()
+        out = []
+        for c in form:
+            if c in 'Aa':
+                out.append(letters[int(rng.integers(len(letters)))] if letters else str(int(rng.integers(10))))
+            elif c == '9':
+                out.append(str(int(rng.integers(10))))
+            elif c in self.charset:
+                out.append(c)
+        return ''.join(out)
+
+    def long_word(self, rng: np.random.Generator, words: str) -> Optional[str]:
+        """A word of 12-15 characters (at most ``max_len``) of ``words`` ('train' or 'test'), or None if none."""
+        pool = (self.test if words == 'test' else self.train).pick(rng)
+        bucket = [w for n in range(12, min(15, self.max_len) + 1) for w in pool.by_len.get(n, [])]
+        return self.case(bucket[int(rng.integers(len(bucket)))], rng) if bucket else None
+
+    def caps(self, label: str, rng: np.random.Generator) -> str:
+        """``label`` in capitals (70%) or in a random mix of cases per letter, where the charset has both."""
+        if not (self.has_upper and self.has_lower):
+            return label
+        if rng.random() < 0.7:
+            return label.upper().translate(_GREEK_CAPS)
+        flips = rng.random(len(label)) < 0.5
+        if flips.all() or not flips.any():  # a mix, not one case
+            flips[int(rng.integers(len(label)))] ^= True
+        mixed = ''.join(c.upper() if f else c.lower() for c, f in zip(label, flips)).translate(_NO_IL)
+        return mixed if mixed != mixed.lower() else label.upper().translate(_GREEK_CAPS)
+
+    def scene_sample(self, rng: np.random.Generator, words: str, kind: Optional[str]) -> str:
+        """A label of a scene-like ``kind`` ('codes', 'long', 'caps'; None: :meth:`sample`), within the same rules:
+        charset, length, no held-out word in training labels. Falls back to :meth:`sample` where a kind cannot be
+        drawn (no long word in the lists or within ``max_len``)."""
+        for _ in range(100):
+            if kind == 'codes':
+                label = self.code(rng)
+            elif kind == 'long':
+                label = self.long_word(rng, words)
+            else:
+                label = self.sample(rng, words)
+                label = self.caps(label, rng) if kind == 'caps' else label
+            if label is None:
+                break
+            if 1 <= len(label) <= self.max_len and set(label) <= set(self.charset):
+                if words == 'test' or not self.leaks(label):
+                    return label
+        return self.sample(rng, words)
 
     def leaks(self, label: str) -> bool:
         return any(run in self.test_set for run in re.findall(r'[^\W\d_]{3,}', label.lower()))  # letters, any script

@@ -1,13 +1,16 @@
 """Rendering of the synthetic dataset: a word as a cropped scene-text-like image (colours, background texture,
-outline and shadow, geometric warp, blur, low resolution, noise), and its encoding."""
+outline and shadow, geometric warp, blur, low resolution, noise, and the scene-like variations of
+:mod:`~strhub.data.synthetic.scene`), and its encoding."""
 
 import io
-from typing import List, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
+from strhub.data.synthetic import effects
 from strhub.data.synthetic.fonts import FontSpec, load_font
+from strhub.data.synthetic.scene import SceneOptions
 
 RENDER_SIZES = (24, 28, 32, 36, 40, 48)  # font px before the final resize; a few sizes keep the font cache small
 MAX_WIDTH = 1600  # output width cap in px (very long text is squeezed)
@@ -112,8 +115,11 @@ def _draw_text(text: str, font: ImageFont.FreeTypeFont, stroke: int, spacing: fl
     return masks, (ox, oy + top - stroke, ox + width, oy + bottom + stroke)
 
 
-def _warp(masks: List[Image.Image], box: Tuple, rng: np.random.Generator, d: float) -> Tuple[List[Image.Image], Tuple]:
-    """Rotation, shear, horizontal stretch and a perspective jitter of the corners, applied to all masks alike."""
+def _warp(
+    masks: List[Image.Image], box: Tuple, rng: np.random.Generator, d: float, tilt: float = 0.0
+) -> Tuple[List[Image.Image], Tuple]:
+    """Rotation, shear, horizontal stretch and a perspective jitter of the corners, then (``tilt`` > 0) a 3D turn of
+    the text plane (:func:`effects.tilt`), applied to all masks alike in one resampling."""
     w, h = masks[0].size
     x0, y0, x1, y1 = box
     th = y1 - y0
@@ -124,6 +130,8 @@ def _warp(masks: List[Image.Image], box: Tuple, rng: np.random.Generator, d: flo
     src = np.array([[0, 0], [w, 0], [w, h], [0, h]], float)
     c = np.array([w / 2, h / 2])
     dst = (src - c) @ (rot @ shear @ stretch).T + c + rng.uniform(-0.35, 0.35, (4, 2)) * d * th
+    if tilt > 0:
+        dst = _apply(effects.tilt(rng, tilt, c, x1 - x0, th), dst)
     dst -= dst.min(0)
     fwd = _homography(src, dst)
     inv = np.linalg.inv(fwd)
@@ -139,6 +147,7 @@ def render_word(
     rng: np.random.Generator,
     fonts: Sequence[FontSpec],
     difficulty: float = 0.5,
+    scene: Optional[SceneOptions] = None,
 ) -> Image.Image:
     """Renders ``text`` as a cropped scene-text-like RGB image, 32..64 px high, as wide as the text needs (at most
     ``MAX_WIDTH``).
@@ -151,15 +160,25 @@ def render_word(
         rng: the source of randomness (same state -> same image).
         fonts: fonts to choose from, e.g. from :func:`list_fonts`.
         difficulty: 0 (clean, upright, high contrast) .. 1 (strong distortions); 0.5 is moderate and readable.
+        scene: strengths of the scene-like variations (default: none; the image is then the one rendered before
+            they existed).
     """
     d = float(np.clip(difficulty, 0, 1))
+    scene = scene or SceneOptions()
     spec = fonts[int(rng.integers(len(fonts)))]
     font = load_font(spec.path, int(rng.choice(RENDER_SIZES)))
     stroke = int(rng.integers(1, max(2, font.size // 14) + 1)) if rng.random() < 0.12 else 0
     spacing = rng.uniform(-0.03, 0.3) * font.size if len(text) > 1 and rng.random() < 0.15 else 0.0
+    track = scene.magnitude('spacing', rng) if len(text) > 1 else 0.0
+    if track:  # from touching letters to letters a glyph apart
+        spacing = rng.uniform(-0.08, 0.9 * track) * font.size
     masks, box = _draw_text(text, font, stroke, spacing)
-    if d > 0:
-        masks, box = _warp(masks, box, rng, d)
+    bend = scene.magnitude('curve', rng)
+    if bend:
+        masks, box = effects.curve(masks, box, rng, bend)
+    tilt = scene.magnitude('perspective', rng)
+    if d > 0 or tilt:
+        masks, box = _warp(masks, box, rng, d, tilt)
     # Crop: the line box, or (sometimes) tight around the ink, as in real word crops; plus random padding.
     ink = masks[-1].getbbox() or (0, 0, 1, 1)
     if rng.random() < 0.3:
@@ -178,8 +197,16 @@ def render_word(
 
     min_contrast = 0.55 - 0.3 * d
     bg_col, fg_col = _colors(rng, min_contrast)
+    dark = scene.chance('dark', rng)
+    if dark:
+        bg_col, fg_col = effects.light_on_dark(rng, bg_col, fg_col)
     contrast = abs(_lum(fg_col) - _lum(bg_col))
     img = _background(rng, out_h, out_w, bg_col, rng.uniform(0.1, 0.35) * contrast)
+    textured = scene.magnitude('background', rng)
+    if textured:
+        img = img + effects.texture(rng, out_h, out_w, textured, contrast)
+    if dark and rng.random() < 0.4:
+        img = effects.glow(img, alphas[-1], fg_col, rng)
     if rng.random() < 0.08:  # drop shadow from the outermost mask
         dx, dy = (max(1, int(v)) for v in rng.uniform(0.03, 0.08, 2) * out_h)
         sh = np.zeros_like(alphas[-1])
@@ -196,6 +223,9 @@ def render_word(
             rng, out_h, out_w
         )
     img = img * (1 - alphas[0]) + fill * alphas[0]
+    covered = scene.magnitude('occlusion', rng)
+    if covered:
+        img = effects.occlude(img, alphas[-1], rng, covered, bg_col)
     image = Image.fromarray(np.clip(img, 0, 255).astype(np.uint8), 'RGB')
 
     if rng.random() < 0.25 * d * 2:  # low resolution: down- then up-sampled
@@ -207,6 +237,11 @@ def render_word(
     if rng.random() < 0.4 * d * 2:
         noisy = np.asarray(image, np.float32) + rng.normal(0, rng.uniform(2, 4 + 12 * d), (out_h, out_w, 1))
         image = Image.fromarray(np.clip(noisy, 0, 255).astype(np.uint8), 'RGB')
+    # The camera's order: optics (blur), then the sensor (resolution), then compression.
+    for name, effect in (('blur', effects.blur), ('lowres', effects.lowres), ('jpeg', effects.jpeg)):
+        m = scene.magnitude(name, rng)
+        if m:
+            image = effect(image, rng, m)
     return image
 
 

@@ -1,0 +1,84 @@
+"""Scene-like variations of the synthetic dataset (curved text, perspective, occlusion, backgrounds, light-on-dark,
+low resolution, blur, JPEG, letter spacing, capitals, codes, long words), their strengths and the test sets that
+measure each: what the real benchmarks (CUTE80, SVTP, IC15, HOST/WOST) stress and clean renders do not."""
+
+from dataclasses import asdict, dataclass, fields
+from typing import Dict, Optional
+
+import numpy as np
+
+IMAGE_VARIATIONS = ('curve', 'perspective', 'occlusion', 'background', 'lowres', 'blur', 'jpeg', 'spacing')
+CHANCE_VARIATIONS = ('dark', 'caps', 'codes', 'long')  # a sample has them or not: the strength is a probability
+
+
+@dataclass(frozen=True)
+class SceneOptions:
+    """Strengths 0..1 of the scene-like variations; 0 turns one off, 1 is the strongest that stayed readable by eye.
+
+    An image variation (``IMAGE_VARIATIONS``) is applied to a sample with probability ``share``, at a magnitude
+    drawn from ``strength * U(0.4, 1)``; the others (light text on a dark background, all-caps or mixed-case words,
+    alphanumeric codes, words of 12-15 characters) with probability ``share * strength``. A variation of strength 0
+    draws nothing from the sample's rng, so that with all strengths 0 every sample is the one rendered without them.
+    """
+
+    curve: float = 0.0
+    perspective: float = 0.0
+    occlusion: float = 0.0
+    background: float = 0.0
+    lowres: float = 0.0
+    blur: float = 0.0
+    jpeg: float = 0.0
+    spacing: float = 0.0
+    dark: float = 0.0
+    caps: float = 0.0
+    codes: float = 0.0
+    long: float = 0.0
+    share: float = 1.0
+
+    def __post_init__(self) -> None:
+        bad = {k: v for k, v in asdict(self).items() if not 0 <= v <= 1}
+        if bad:
+            raise ValueError(f'scene strengths and share must be within 0..1, got {bad}')
+
+    @classmethod
+    def uniform(cls, strength: float, share: float = 0.25) -> 'SceneOptions':
+        """Every variation at ``strength``, each applied to a ``share`` of the samples (a training mix)."""
+        return cls(**{f.name: strength for f in fields(cls) if f.name != 'share'}, share=share)
+
+    def magnitude(self, name: str, rng: np.random.Generator) -> float:
+        """The magnitude of image variation ``name`` for one sample: 0 (not applied) or up to its strength."""
+        strength = getattr(self, name)
+        if strength <= 0 or rng.random() >= self.share:
+            return 0.0
+        return strength * rng.uniform(0.4, 1)
+
+    def chance(self, name: str, rng: np.random.Generator) -> bool:
+        """Whether one sample has variation ``name`` of ``CHANCE_VARIATIONS``."""
+        strength = getattr(self, name)
+        return strength > 0 and rng.random() < self.share * strength
+
+    def label_kind(self, rng: np.random.Generator) -> Optional[str]:
+        """'codes', 'long', 'caps' or None (an ordinary label); codes and long words win over capitals."""
+        return next((k for k in ('codes', 'long', 'caps') if self.chance(k, rng)), None)
+
+
+# One test set per variation at full strength, and a mix. Labels are held-out words (codes: random); the even samples
+# use the training font families and the odd ones the held-out families, so each set measures both (see build.py).
+SCENE_TESTS: Dict[str, SceneOptions] = {
+    'SynthScene/curved': SceneOptions(curve=1),
+    'SynthScene/perspective': SceneOptions(perspective=1),
+    'SynthScene/occluded': SceneOptions(occlusion=1),
+    'SynthScene/background': SceneOptions(background=1),
+    'SynthScene/dark': SceneOptions(dark=1),
+    'SynthScene/lowres': SceneOptions(lowres=1, jpeg=0.5),  # small, then up-scaled and compressed, as IC15 crops
+    'SynthScene/blur': SceneOptions(blur=1),
+    'SynthScene/spacing': SceneOptions(spacing=1),
+    'SynthScene/caps': SceneOptions(caps=1),
+    'SynthScene/codes': SceneOptions(codes=1),
+    'SynthScene/long': SceneOptions(long=1),
+    # Every variation, a quarter of the samples each (two or three per image), a little weaker than alone: stacked
+    # at full strength they made some words unreadable.
+    'SynthScene/mixed': SceneOptions(
+        **dict.fromkeys(IMAGE_VARIATIONS, 0.8), dark=1, caps=1, codes=0.5, long=0.5, share=0.25
+    ),
+}

@@ -1,0 +1,150 @@
+"""The scene-like variations of the synthetic dataset: off by default (samples as before), each one changing the
+image, determinism, the scene label kinds and the SynthScene test sets."""
+
+import hashlib
+import json
+import re
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from strhub.data.synthetic import SCENE_TESTS, SceneOptions, label_sampler, make_dataset, render_word
+from strhub.data.synthetic import build
+from strhub.data.synthetic.build import render_sample
+from strhub.data.synthetic.scene import CHANCE_VARIATIONS, IMAGE_VARIATIONS
+from strhub.data.test_sets import plan_test_sets
+from strhub.data.utils import CHARSETS
+from helpers import load_tool
+from _cli import run_cli
+from test_synthetic import TWO_FONTS, read_lmdb
+
+FONTS = {'train': TWO_FONTS[:1], 'heldout': TWO_FONTS[1:]}
+# sha256 of 24 samples (6 of each split) with Pillow's built-in font, rendered by the code before the scene-like
+# variations existed; image bytes depend on Pillow's FreeType and libjpeg, so they are only comparable on the versions
+# they were made with.
+GOLDEN = ('13.0.0', '2.4.6', '5209a7873c2444698f54cc3b8ee217b46b06dd3dd5c412f4de8e3f8752da9339')
+
+
+@pytest.fixture(scope='module')
+def sampler():
+    return label_sampler('94_full')
+
+
+def _digest(sampler, scene=None) -> str:
+    h = hashlib.sha256()
+    for split in ('train', 'val', 'SynthWords', 'SynthFonts'):
+        for i in range(6):
+            data, label = render_sample(split, i, sampler, FONTS, seed=0, difficulty=0.5, scene=scene)
+            h.update(data)
+            h.update(label.encode())
+    return h.hexdigest()
+
+
+def test_off_by_default_renders_as_before(sampler):
+    off = _digest(sampler)
+    assert _digest(sampler, SceneOptions(share=0.5)) == off  # strength 0 draws nothing, whatever the share
+    if (Image.__version__, np.__version__) != GOLDEN[:2]:
+        pytest.skip(f'golden digest made with Pillow {GOLDEN[0]}, NumPy {GOLDEN[1]}')
+    assert off == GOLDEN[2]
+
+
+@pytest.mark.parametrize('variation', IMAGE_VARIATIONS + ('dark',))
+def test_each_variation_changes_the_image(variation):
+    fonts = TWO_FONTS[:1]
+    scene = SceneOptions(**{variation: 1.0})
+    for seed in range(3):
+        plain = render_word('Variation', np.random.default_rng(seed), fonts)
+        varied = render_word('Variation', np.random.default_rng(seed), fonts, scene=scene)
+        again = render_word('Variation', np.random.default_rng(seed), fonts, scene=scene)
+        assert varied.tobytes() == again.tobytes()  # deterministic
+        assert varied.mode == 'RGB' and 32 <= varied.height <= 64 and np.asarray(varied).std() > 5
+        assert plain.size != varied.size or plain.tobytes() != varied.tobytes(), (variation, seed)
+        zero = render_word('Variation', np.random.default_rng(seed), fonts, scene=SceneOptions(**{variation: 0.0}))
+        assert zero.tobytes() == plain.tobytes()
+
+
+def test_scene_options():
+    with pytest.raises(ValueError, match='within 0..1'):
+        SceneOptions(curve=1.5)
+    mix = SceneOptions.uniform(0.5, share=0.2)
+    assert all(getattr(mix, v) == 0.5 for v in IMAGE_VARIATIONS + CHANCE_VARIATIONS) and mix.share == 0.2
+    rng = np.random.default_rng(0)
+    hits = [mix.magnitude('blur', rng) for _ in range(2000)]
+    assert 0.15 < np.mean([m > 0 for m in hits]) < 0.25 and max(hits) <= 0.5
+
+
+@pytest.mark.parametrize('charset', sorted(CHARSETS))
+def test_scene_labels(charset):
+    sampler = label_sampler(charset)
+    cs = set(CHARSETS[charset])
+    rng = np.random.default_rng(0)
+    for words in ('train', 'test'):
+        codes = [sampler.scene_sample(rng, words, 'codes') for _ in range(200)]
+        longs = [sampler.scene_sample(rng, words, 'long') for _ in range(200)]
+        caps = [sampler.scene_sample(rng, words, 'caps') for _ in range(200)]
+        for label in codes + longs + caps:
+            assert 1 <= len(label) <= 25 and set(label) <= cs, label
+        assert all(re.search(r'\d', y) and not re.search('[a-z]' if sampler.has_upper else '[A-Z]', y) for y in codes)
+        assert all(12 <= len(y) <= 15 and y.isalpha() for y in longs)
+        if words == 'test':
+            assert all(y.lower() in sampler.test_set for y in longs)
+        else:
+            assert not any(sampler.leaks(y) for y in codes + longs + caps)
+        if sampler.has_upper and sampler.has_lower:
+            cased = [y for y in caps if sum(c.isalpha() for c in y) > 1]
+            assert all(any(c.isupper() for c in y) for y in cased)
+            assert 0.1 < np.mean([y.isupper() for y in cased]) < 0.9  # all-caps and mixed case
+            assert not any('I' in y and 'l' in y for y in caps if not y.isupper())
+    if charset == '94_full':
+        assert any('-' in y for y in codes) and any(re.fullmatch('[A-Z]{2}-[0-9]{3}-[A-Z]{2}', y) for y in codes)
+
+
+def test_scene_test_sets(tmp_path, monkeypatch):
+    out = tmp_path / 'synth'
+    s = make_dataset(out, 4, 2, 4, seed=0, workers=1, fonts=TWO_FONTS, scene_tests=True, progress=False)
+    names = [f'SynthScene/{k}' for k in ('curved', 'occluded', 'lowres', 'blur', 'background', 'dark', 'caps')]
+    names += [f'SynthScene/{k}' for k in ('codes', 'long', 'perspective', 'spacing', 'mixed')]
+    assert sorted(names) == sorted(SCENE_TESTS)
+    assert all(s['counts'][f'test/{n}'] == 4 for n in names)
+    groups, _ = plan_test_sets(out / 'test')
+    assert groups['Other'] == sorted(['SynthFonts', 'SynthWords', *names])  # nested names, as test.py reports them
+    samples = {n: read_lmdb(out / 'test' / n) for n in names}
+    train = {y for _, y in read_lmdb(out / 'train/synthetic/000')}
+    for n, pairs in samples.items():
+        assert all(set(y) <= set(CHARSETS['94_full']) for _, y in pairs) and not train & {y for _, y in pairs}
+    assert all(12 <= len(y) <= 15 for _, y in samples['SynthScene/long'])
+    assert all(re.search(r'\d', y) for _, y in samples['SynthScene/codes'])
+    meta = json.loads((out / 'meta.json').read_text())
+    assert meta['scene_tests']['SynthScene/curved'] == {'curve': 1, 'share': 1}
+    # Even samples in the training fonts, odd ones in the held-out fonts (the training fonts where none is held out).
+    used = []
+    monkeypatch.setattr(
+        build, 'render_word', lambda label, rng, fonts, *args: used.append(fonts) or Image.new('RGB', (8, 8))
+    )
+    sampler = label_sampler('94_full')
+    for i in range(4):
+        render_sample('SynthScene/curved', i, sampler, FONTS)
+    render_sample('SynthScene/curved', 1, sampler, {'train': FONTS['train'], 'heldout': []})
+    assert used == [FONTS['train'], FONTS['heldout'], FONTS['train'], FONTS['heldout'], FONTS['train']]
+
+
+def test_training_scene_and_cli(tmp_path, capsys):
+    tool = load_tool('make_synthetic_dataset')
+    argv = ['--out', str(tmp_path / 'd'), '--num_train', '8', '--num_val', '2', '--num_test', '2', '--workers', '1']
+    argv += ['--no_system_fonts', '--no_progress', '--scene', '0.5', '--scene_share', '0.5', '--scene_tests']
+    assert tool.main(argv) == 0
+    assert 'test/SynthScene/mixed' in capsys.readouterr().out
+    meta = json.loads((tmp_path / 'd/meta.json').read_text())
+    assert meta['scene']['curve'] == 0.5 and meta['scene']['share'] == 0.5
+    plain = make_dataset(tmp_path / 'p', 8, 2, 2, workers=1, fonts=TWO_FONTS[:1], progress=False)
+    assert 'scene' not in plain and 'scene_tests' not in plain
+    scene = make_dataset(tmp_path / 's', 8, 2, 2, workers=1, fonts=TWO_FONTS[:1], progress=False, scene=0.5)
+    assert read_lmdb(tmp_path / 'p/train/synthetic/000') != read_lmdb(tmp_path / 's/train/synthetic/000')
+    assert read_lmdb(tmp_path / 'p/test/SynthWords') == read_lmdb(tmp_path / 's/test/SynthWords')  # tests unchanged
+    assert scene['scene']['share'] == 0.25
+    make_dataset(tmp_path / 's2', 8, 2, 2, workers=2, fonts=TWO_FONTS[:1], progress=False, scene=0.5)
+    assert read_lmdb(tmp_path / 's2/train/synthetic/000') == read_lmdb(tmp_path / 's/train/synthetic/000')
+    with pytest.raises(SystemExit) as e:
+        run_cli(tool.main, [*argv[:2], '--scene', '2'], prog='make_synthetic_dataset.py')
+    assert e.value.code == 2 and '--scene must be within 0..1' in capsys.readouterr().err
