@@ -10,7 +10,7 @@ step() { printf '\n== %s\n' "$*"; }
 
 step "1/5 Installing (torch 2.14.1 / torchvision 0.29.1 from the local wheel store, then this package)"
 python3 -m pip install -q torch==2.14.1 torchvision==0.29.1
-python3 -m pip install -q -e '.[test]'
+python3 -m pip install -q -e '.[test,onnx,serve]'   # everything the test suite uses (as .ci/run)
 
 step "2/5 Rendering the synthetic dataset into $dir/data (train/val/test LMDBs)"
 if [ -f "$dir/data/meta.json" ]; then
