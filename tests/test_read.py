@@ -381,7 +381,9 @@ def test_trust_is_passed_on(reader, read_tool, messy_folder, monkeypatch, capsys
     TextReader(CKPT)
     assert calls == [(CKPT, True, {'refine_iters': 1}), (CKPT, False, {})]
     calls.clear()
-    monkeypatch.setattr(read_tool, 'load_model', load)
+    import _cli  # read.py opens its reader through _cli.open_reader
+
+    monkeypatch.setattr(_cli, 'load_model', load)
     files = [str(messy_folder / 'rgba.png')]
     assert read_tool.main([str(CKPT), *files, '--trust_checkpoint', '--device', 'cpu']) == 0
     assert read_tool.main([str(CKPT), *files, '--device', 'cpu']) == 0

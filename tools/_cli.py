@@ -289,6 +289,29 @@ def load_model(path: Union[str, os.PathLike], trust: bool = False, **overrides: 
         raise CLIError(f'cannot load checkpoint {path}: {type(e).__name__}: {e}') from None
 
 
+def open_reader(checkpoint: Path, trust: bool, model_kwargs: Dict[str, Any], **reader_options: Any):
+    """A ``strhub.TextReader`` of a checkpoint or an ONNX export, every failure to open it a one-line ``CLIError``.
+
+    An ONNX export goes to TextReader as a path, which refuses the options fixed at export (``model_kwargs``);
+    a checkpoint is loaded with them.
+    """
+    from strhub.read import TextReader
+
+    onnx = checkpoint.suffix.lower() == '.onnx'
+    try:
+        return TextReader(
+            str(checkpoint) if onnx else load_model(checkpoint, trust=trust, **model_kwargs),
+            **reader_options,
+            **(model_kwargs if onnx else {}),
+        )
+    except ValueError as e:  # an invalid device or precision, an unusable ONNX file or options given with it
+        raise CLIError(str(e)) from None
+    except ImportError as e:
+        if not onnx:
+            raise
+        raise CLIError(str(e)) from None  # onnxruntime missing: the message says how to install it
+
+
 # --- Image paths -------------------------------------------------------------------------------------------------
 
 

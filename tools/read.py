@@ -35,7 +35,7 @@ from _cli import (
     ArgumentParser,
     CLIError,
     find_images,
-    load_model,
+    open_reader,
     model_overrides,
     parse_model_args,
     resolve_checkpoint,
@@ -110,8 +110,6 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     import torch
 
-    from strhub.read import TextReader  # torch and the model code: after the cheap checks
-
     if args.threads:
         torch.set_num_threads(args.threads)  # before the reader: its ONNX sessions take torch's count
 
@@ -120,24 +118,16 @@ def main(argv: Optional[List[str]] = None) -> int:
         for path, reason in skipped:
             print(f'skipped {_escape(path)}: {reason}', file=sys.stderr)
         raise CLIError('no image files found', exit_code=1)
-    # An ONNX export goes to TextReader as a path, which refuses the options fixed at export.
-    onnx = checkpoint.suffix.lower() == '.onnx'
-    try:
-        reader = TextReader(
-            str(checkpoint) if onnx else load_model(checkpoint, trust=args.trust_checkpoint, **kwargs),
-            device=args.device,
-            batch_size=args.batch_size,
-            adapt_charset=args.adapt,
-            exif=not args.no_exif,
-            precision=args.precision,
-            **(kwargs if onnx else {}),
-        )
-    except ValueError as e:  # e.g. an invalid device, an unusable ONNX file
-        raise CLIError(str(e)) from None
-    except ImportError as e:
-        if not onnx:
-            raise
-        raise CLIError(str(e)) from None  # onnxruntime missing: the message says how to install it
+    reader = open_reader(
+        checkpoint,
+        args.trust_checkpoint,
+        kwargs,
+        device=args.device,
+        batch_size=args.batch_size,
+        adapt_charset=args.adapt,
+        exif=not args.no_exif,
+        precision=args.precision,
+    )
 
     from tqdm import tqdm
 

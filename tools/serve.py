@@ -15,7 +15,7 @@ decoded, is answered with a 4xx and ``{"error": "..."}``. Needs the serve extra:
 import sys
 from typing import List, Optional
 
-from _cli import ArgumentParser, CLIError, load_model, model_overrides, resolve_checkpoint, run_cli
+from _cli import ArgumentParser, CLIError, model_overrides, open_reader, resolve_checkpoint, run_cli
 
 PROG = 'serve.py'
 
@@ -86,24 +86,9 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     import torch
 
-    from strhub.read import TextReader
-
     if args.threads:
         torch.set_num_threads(args.threads)  # before the reader: its ONNX sessions take torch's count
-    onnx = checkpoint.suffix.lower() == '.onnx'
-    try:
-        reader = TextReader(
-            str(checkpoint) if onnx else load_model(checkpoint, trust=args.trust_checkpoint, **kwargs),
-            device=args.device,
-            precision=args.precision,
-            **(kwargs if onnx else {}),
-        )
-    except ValueError as e:  # an invalid device or precision, an unusable ONNX file or options given with it
-        raise CLIError(str(e)) from None
-    except ImportError as e:
-        if not onnx:
-            raise
-        raise CLIError(str(e)) from None
+    reader = open_reader(checkpoint, args.trust_checkpoint, kwargs, device=args.device, precision=args.precision)
     app = create_app(reader, limits, args.max_batch_size, args.max_wait_ms, model_name=args.checkpoint)
     print(f'serving {args.checkpoint} on http://{args.host}:{args.port}/', file=sys.stderr, flush=True)
     try:
