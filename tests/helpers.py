@@ -1,8 +1,10 @@
-"""What the tests share: the command-line tools loaded as modules, the smallest model config."""
+"""What the tests share: the command-line tools loaded as modules, the smallest model config, reading an LMDB."""
 
 import importlib.util
 from pathlib import Path
 from types import ModuleType
+
+import lmdb
 
 REPO = Path(__file__).resolve().parents[1]
 # The tiny experiment made tinier still (one block per tower, width 64), so that a CPU step takes a fraction of a
@@ -23,3 +25,15 @@ def load_tool(name: str) -> ModuleType:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def read_lmdb(path: Path):
+    """The (image bytes, label) records of an STR LMDB, checking that it holds exactly num-samples 1-based pairs."""
+    env = lmdb.open(str(path), readonly=True, lock=False)
+    with env.begin() as txn:
+        n = int(txn.get(b'num-samples'))
+        keys = {k for k, _ in txn.cursor()}
+        records = [(txn.get(b'image-%09d' % i), txn.get(b'label-%09d' % i).decode()) for i in range(1, n + 1)]
+    env.close()
+    assert keys == {b'num-samples'} | {b'%s-%09d' % (k, i) for k in (b'image', b'label') for i in range(1, n + 1)}
+    return records

@@ -12,10 +12,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-import lmdb
 import numpy as np
 import pytest
-from helpers import load_tool
+from helpers import load_tool, read_lmdb
 from PIL import Image, ImageDraw
 from _cli import run_cli
 
@@ -66,15 +65,6 @@ def convert(capsys, *args):
 
 def gt_lines(out: Path):
     return [tuple(line.split('\t')) for line in (out / 'gt.txt').read_text(encoding='utf-8').splitlines()]
-
-
-def read_lmdb(path: Path):
-    env = lmdb.open(str(path), readonly=True, lock=False)
-    with env.begin() as txn:
-        n = int(txn.get(b'num-samples'))
-        out = [(txn.get(b'image-%09d' % i), txn.get(b'label-%09d' % i).decode()) for i in range(1, n + 1)]
-    env.close()
-    return out
 
 
 def crop(out: Path, rel: str) -> np.ndarray:

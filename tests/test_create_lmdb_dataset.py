@@ -7,10 +7,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-import lmdb
 import pytest
 from PIL import Image
-from helpers import load_tool
+from helpers import load_tool, read_lmdb
 from _cli import run_cli
 
 import strhub.data.create_lmdb as create_lmdb
@@ -27,15 +26,6 @@ def _image(fmt: str, mode: str = 'RGB', size=(40, 16)) -> bytes:
     buf = io.BytesIO()
     Image.new(mode, size, 120).save(buf, format=fmt)
     return buf.getvalue()
-
-
-def read_lmdb(path: Path):
-    env = lmdb.open(str(path), readonly=True, lock=False)
-    with env.begin() as txn:
-        n = int(txn.get(b'num-samples'))
-        out = [(txn.get(b'image-%09d' % i), txn.get(b'label-%09d' % i).decode()) for i in range(1, n + 1)]
-    env.close()
-    return out
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import lmdb
 import pytest
-from helpers import REPO, load_tool
+from helpers import REPO, load_tool, read_lmdb
 from PIL import Image
 from _cli import run_cli
 
@@ -21,18 +21,6 @@ from strhub.data.lmdb_stats import CELL_WIDTH, IMAGE_HEIGHT, LABEL_HEIGHT
 
 filter_tool = load_tool('filter_lmdb')
 stats_tool = load_tool('lmdb_stats')
-
-
-def read_lmdb(path: Path):
-    """The (image bytes, label) records, checking that the LMDB holds exactly num-samples 1-based pairs."""
-    env = lmdb.open(str(path), readonly=True, lock=False)
-    with env.begin() as txn:
-        n = int(txn.get(b'num-samples'))
-        keys = {k for k, _ in txn.cursor()}
-        records = [(txn.get(b'image-%09d' % i), txn.get(b'label-%09d' % i).decode()) for i in range(1, n + 1)]
-    env.close()
-    assert keys == {b'num-samples'} | {b'%s-%09d' % (k, i) for k in (b'image', b'label') for i in range(1, n + 1)}
-    return records
 
 
 def delete_key(path: Path, key: bytes) -> None:

@@ -7,7 +7,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import lmdb
 import numpy as np
 import pytest
 from PIL import Image
@@ -24,23 +23,12 @@ from strhub.data.synthetic import (
     split_words,
 )
 from strhub.data.utils import CHARSETS
-from helpers import load_tool
+from helpers import load_tool, read_lmdb
 from _cli import run_cli
 
 ROOT = Path(__file__).resolve().parents[1]
 # Two "families" of Pillow's built-in font: every machine has them, and they exercise the font hold-out.
 TWO_FONTS = [FontSpec('Aileron', 'Aileron', None), FontSpec('Aileron Other', 'Other', None)]
-
-
-def read_lmdb(path: Path):
-    """[(image bytes, label)] of an STR LMDB, checking ``num-samples``."""
-    env = lmdb.open(str(path), readonly=True, lock=False)
-    with env.begin() as txn:
-        n = int(txn.get(b'num-samples'))
-        out = [(txn.get(b'image-%09d' % i), txn.get(b'label-%09d' % i).decode()) for i in range(1, n + 1)]
-        assert txn.get(b'image-%09d' % (n + 1)) is None
-    env.close()
-    return out
 
 
 @pytest.fixture(scope='module')
