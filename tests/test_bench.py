@@ -74,3 +74,49 @@ def test_bench_read_reports_a_broken_rapidocr():
         bench_read.main(['--rapidocr', sys.executable, '--count', '2'])
     with pytest.raises(CLIError, match='nothing to time'):
         bench_read.main([])
+
+
+FAKE_RAPIDOCR = """
+from types import SimpleNamespace
+from PIL import Image
+
+class RapidOCR:
+    def __init__(self, params=None):
+        pass
+
+    def __call__(self, path, use_det=True, use_cls=True, use_rec=True):
+        assert (use_det, use_cls, use_rec) == (False, False, True)  # the recogniser alone
+        if Image.open(path).convert('RGB').getpixel((0, 0))[0] % 2:  # the odd records: nothing read
+            return SimpleNamespace(txts=None, scores=None)
+        return SimpleNamespace(txts=('Hel', 'lo!'), scores=(0.9, 0.7))
+"""
+
+
+def test_test_rapidocr_scores_like_test_py(make_lmdb, tmp_path, monkeypatch, capsys):
+    from _cli import CLIError
+
+    # A stand-in rapidocr (an importable package with its distribution metadata) in a fresh interpreter.
+    fake = tmp_path / 'fake'
+    (fake / 'rapidocr').mkdir(parents=True)
+    (fake / 'rapidocr' / '__init__.py').write_text(FAKE_RAPIDOCR)
+    (fake / 'rapidocr-3.10.0.dist-info').mkdir()
+    (fake / 'rapidocr-3.10.0.dist-info' / 'METADATA').write_text(
+        'Metadata-Version: 2.1\nName: rapidocr\nVersion: 3.10.0\n'
+    )
+    monkeypatch.setenv('PYTHONPATH', str(fake))
+    # Records 0 and 2 read 'Hello!' (-> 'hello' on the test charset), record 1 nothing; the 4th is no image.
+    make_lmdb('data/test/SetA', ['HELLO', 'hello', 'world', (b'not an image', 'x')])
+    make_lmdb('data/test/SetB', ['hello-'])
+    out = tmp_path / 'rapidocr.json'
+    tool = load_tool('test_rapidocr')
+    assert tool.main([sys.executable, '--data_root', str(tmp_path / 'data'), '--out', str(out)]) == 0
+    report = capsys.readouterr().out
+    assert 'rapidocr 3.10.0' in report and 'Test set IIIT5k not found' in report
+    sets = json.loads(out.read_text())['sets']
+    assert sets['SetA']['num_samples'] == 3 and sets['SetA']['num_skipped'] == 1
+    assert sets['SetA']['accuracy'] == pytest.approx(100 / 3)
+    assert sets['SetA']['confidence'] == pytest.approx(100 * 1.6 / 3)  # its mean line score; 0 when nothing read
+    assert sets['SetB']['accuracy'] == 100  # the label's '-' is outside the test charset, as in tools/test.py
+    with pytest.raises(CLIError, match="failed: ModuleNotFoundError: No module named 'rapidocr'"):
+        monkeypatch.delenv('PYTHONPATH')
+        tool.main([sys.executable, '--data_root', str(tmp_path / 'data'), '--sets', 'SetB'])

@@ -19,7 +19,6 @@ image per call as its API reads a text line, so its throughput is that of one im
 
 import json
 import statistics
-import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -27,28 +26,9 @@ from typing import Any, Dict, List, Optional, Sequence
 
 from _bench_measure import cpu_info
 from _cli import ArgumentParser, CLIError, find_images, run_cli
+from _rapidocr import run_rapidocr
 
 PNG_SIGNATURE = b'\x89PNG'
-# Runs in the rapidocr interpreter: the same loop as ours, its texts and times as JSON on stdout.
-RAPIDOCR_SCRIPT = r"""
-import json, sys, time
-from rapidocr import RapidOCR
-job = json.load(sys.stdin)
-engine = RapidOCR(params={'Global.log_level': 'critical',
-                          'EngineConfig.onnxruntime.intra_op_num_threads': job['threads']})
-def read(path):
-    return ''.join(engine(path, use_det=False, use_cls=False, use_rec=True).txts or ())
-for path in job['paths'][:job['warmup']]:
-    read(path)
-texts, times = [], []
-for path in job['paths']:
-    start = time.perf_counter()
-    texts.append(read(path))
-    times.append(time.perf_counter() - start)
-from importlib.metadata import version
-print(json.dumps({'texts': texts, 'times': times,
-                  'version': f"rapidocr {version('rapidocr')}, onnxruntime {version('onnxruntime')}"}))
-"""
 
 
 def write_heldout_words(folder: Path, count: int, seed: int) -> Dict[str, str]:
@@ -96,23 +76,12 @@ def bench_ours(model: str, paths: List[str], args) -> Dict[str, Any]:
 
 
 def bench_rapidocr(python: str, paths: List[str], threads: int, args) -> Dict[str, Any]:
-    job = {'paths': paths, 'warmup': args.warmup, 'threads': threads}
-    try:
-        proc = subprocess.run(
-            [python, '-c', RAPIDOCR_SCRIPT], input=json.dumps(job), capture_output=True, text=True, timeout=3600
-        )
-    except OSError as e:
-        raise CLIError(f'--rapidocr {python}: {e.strerror or e}') from None
-    if proc.returncode != 0:
-        last = (proc.stderr.strip().splitlines() or ['no output'])[-1]
-        raise CLIError(f'--rapidocr {python} failed: {last}')
-    result = json.loads(proc.stdout.strip().splitlines()[-1])
-    summary = latency_summary(result['times'])
+    result = run_rapidocr(python, paths, threads, args.warmup)
     return {
         'reader': 'rapidocr recogniser',
         'backend': result['version'],
         'texts': result['texts'],
-        **summary,
+        **latency_summary(result['times']),
         'images_s': len(paths) / sum(result['times']),
     }
 
