@@ -64,6 +64,25 @@ def test_learning_curves_of_two_runs_and_the_results_table(tmp_path, synthetic_r
     assert (tmp_path / 'out' / 'curve.png').stat().st_size > 0
     with pytest.raises(SystemExit):  # several runs need an output prefix
         tool.main([*runs, '--data_root', str(synthetic_root)])
+    # --sets: only those sets (the kept results of all sets are not taken for them)
+    only = tmp_path / 'out' / 'only'
+    tool.main(
+        [
+            runs[0],
+            '--data_root',
+            str(synthetic_root),
+            '--batch_size',
+            '8',
+            '--out_prefix',
+            str(only),
+            '--sets',
+            'SynthWords',
+        ]
+    )
+    assert (
+        only.with_suffix('.md').read_text().splitlines()[0]
+        == '| step | minutes | SynthWords acc. % | SynthWords 1-NED % |'
+    )
 
     results = []
     for name, sets in (('a', {'X': 50.0, 'Y': 25.0}), ('b', {'Y': 100.0})):

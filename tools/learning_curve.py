@@ -5,6 +5,7 @@ and a PNG plot.
 
     python tools/learning_curve.py RUN_DIR --data_root DATA [--out_prefix docs/tiny_curve] [--batch_size 128]
     python tools/learning_curve.py RUN_A RUN_B --data_root DATA --out_prefix runs/ab   # two runs, one plot
+    python tools/learning_curve.py RUN_DIR --data_root DATA --sets SynthWords SynthScene/mixed   # some sets only
 
 Training time of a snapshot = its file time minus the run's first TensorBoard event (so it includes validation
 and checkpointing, as a user waiting for the run sees it). Several runs: a table and CSV per run
@@ -28,11 +29,11 @@ def run_start(run_dir: Path) -> float:
     return min(e.wall_time for tag in ea.Tags()['scalars'] for e in ea.Scalars(tag))
 
 
-def evaluate(ckpt: Path, data_root: str, batch_size: int, openai_meanstd: bool) -> dict:
+def evaluate(ckpt: Path, data_root: str, batch_size: int, openai_meanstd: bool, sets: Optional[List[str]]) -> dict:
     """Per-set results of a snapshot (as ``tools/test.py --out x.json`` has them), from its kept results file when
     they were made the same way."""
     kept = ckpt.with_name(ckpt.name + '.test.json')
-    setup = {'data_root': str(Path(data_root).resolve()), 'openai_meanstd': openai_meanstd}
+    setup = {'data_root': str(Path(data_root).resolve()), 'openai_meanstd': openai_meanstd, 'sets': sets}
     if kept.is_file() and kept.stat().st_mtime >= ckpt.stat().st_mtime:
         saved = json.loads(kept.read_text())
         if saved.get('setup') == setup:
@@ -41,7 +42,7 @@ def evaluate(ckpt: Path, data_root: str, batch_size: int, openai_meanstd: bool) 
     from strhub.evaluation import plan_test_sets
     from strhub.models import load_from_checkpoint
 
-    groups, _ = plan_test_sets(Path(data_root, 'test'))
+    groups = {'Test': sets} if sets else plan_test_sets(Path(data_root, 'test'))[0]
     model = load_from_checkpoint(ckpt)
     results = run_evaluation(model, data_root, groups, batch_size, 0, 'cpu', openai_meanstd=openai_meanstd)
     sets = results.to_dict()['sets']
@@ -49,7 +50,9 @@ def evaluate(ckpt: Path, data_root: str, batch_size: int, openai_meanstd: bool) 
     return sets
 
 
-def curve(run_dir: Path, data_root: str, batch_size: int, openai_meanstd: bool) -> List[dict]:
+def curve(
+    run_dir: Path, data_root: str, batch_size: int, openai_meanstd: bool, sets: Optional[List[str]]
+) -> List[dict]:
     """A row per snapshot of the run: step, minutes, accuracy and 1-NED per test set."""
     steps_dir = run_dir / 'checkpoints' / 'steps'
     snapshots = sorted(steps_dir.glob('step=*.ckpt'), key=lambda p: int(re.search(r'step=(\d+)', p.name).group(1)))
@@ -58,12 +61,12 @@ def curve(run_dir: Path, data_root: str, batch_size: int, openai_meanstd: bool) 
     start = run_start(run_dir)
     rows = []
     for ckpt in snapshots:
-        sets = evaluate(ckpt, data_root, batch_size, openai_meanstd)
+        results = evaluate(ckpt, data_root, batch_size, openai_meanstd, sets)
         row = {
             'step': int(re.search(r'step=(\d+)', ckpt.name).group(1)),
             'minutes': (ckpt.stat().st_mtime - start) / 60,
         }
-        for name, m in sets.items():
+        for name, m in results.items():
             row[f'{name} acc. %'], row[f'{name} 1-NED %'] = m['accuracy'], m['one_minus_ned']
         rows.append(row)
         print(' '.join(f'{k}={v:.2f}' if isinstance(v, float) else f'{k}={v}' for k, v in row.items()), flush=True)
@@ -111,6 +114,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument('--data_root', required=True, help='dataset root holding test/<name>/data.mdb')
     parser.add_argument('--out_prefix', default=None, help='default: RUN_DIR/learning_curve (one run)')
     parser.add_argument('--batch_size', type=int, default=128, help='images per forward pass')
+    parser.add_argument('--sets', nargs='+', metavar='NAME', help='only these test sets (default: all, as test.py)')
     parser.add_argument(
         '--openai_meanstd',
         action='store_true',
@@ -125,7 +129,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     prefix.parent.mkdir(parents=True, exist_ok=True)
     runs = {}
     for run_dir in args.run_dirs:
-        runs[run_dir.name] = curve(run_dir, args.data_root, args.batch_size, args.openai_meanstd)
+        runs[run_dir.name] = curve(run_dir, args.data_root, args.batch_size, args.openai_meanstd, args.sets)
         write_table(runs[run_dir.name], str(prefix) if len(args.run_dirs) == 1 else f'{prefix}.{run_dir.name}')
     plot(runs, f'{prefix}.png')
     print(f'wrote {prefix}.png and the tables beside it')
