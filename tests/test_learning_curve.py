@@ -101,6 +101,13 @@ def test_learning_curves_of_two_runs_and_the_results_table(tmp_path, synthetic_r
     ]
     assert capsys.readouterr().out.splitlines()[1:] == table
     assert (tmp_path / 't' / 't.md').read_text().splitlines() == table
+    load_tool('results_table').main([*results, '--labels', 'before', 'after', '--transpose'])
+    assert capsys.readouterr().out.splitlines()[1:] == [
+        '| test set | before | after |',
+        '|---|---:|---:|',
+        '| X | 50.00 (75.00) |  |',
+        '| Y | 25.00 (62.50) | 100.00 (100.00) |',
+    ]
     (tmp_path / 'bad.json').write_text('{"not": "results"}')
     table_tool = load_tool('results_table')
     with pytest.raises(SystemExit) as e:

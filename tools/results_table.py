@@ -2,7 +2,7 @@
 """One table from several ``tools/test.py --out RESULTS.json`` files: a row per file, a column per test set, each
 cell the word accuracy and, in brackets, 1-NED (%); a set a file did not evaluate is left empty.
 
-    python tools/results_table.py runs/a.json runs/b.json [--labels A B] [--out table.md]
+    python tools/results_table.py runs/a.json runs/b.json [--labels A B] [--transpose] [--out table.md]
 
 For comparing checkpoints, or one checkpoint on several dataset roots (e.g. before and after fine-tuning, on the new
 and on the old test sets). Rows are labelled with ``--labels`` or the file names.
@@ -30,6 +30,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument('results', nargs='+', type=Path, help='JSON files written by tools/test.py --out')
     parser.add_argument('--labels', nargs='+', help='row labels, one per file (default: the file names)')
     parser.add_argument('--out', type=Path, help='also write the table to this markdown file')
+    parser.add_argument('--transpose', action='store_true', help='a row per test set and a column per file')
     args = parser.parse_args(argv)
     if args.labels and len(args.labels) != len(args.results):
         parser.error(f'--labels: {len(args.labels)} labels for {len(args.results)} files')
@@ -44,8 +45,12 @@ def main(argv: Optional[List[str]] = None) -> int:
         runs.append(sets)
     labels = args.labels or [p.name.removesuffix('.json') for p in args.results]
     names = list(dict.fromkeys(n for sets in runs for n in sets))
-    lines = ['| | ' + ' | '.join(names) + ' |', '|---|' + '---:|' * len(names)]
-    lines += [f'| {label} | ' + ' | '.join(_cell(s.get(n)) for n in names) + ' |' for label, s in zip(labels, runs)]
+    if args.transpose:  # a row per test set, a column per file
+        lines = ['| test set | ' + ' | '.join(labels) + ' |', '|---|' + '---:|' * len(labels)]
+        lines += [f'| {n} | ' + ' | '.join(_cell(s.get(n)) for s in runs) + ' |' for n in names]
+    else:
+        lines = ['| | ' + ' | '.join(names) + ' |', '|---|' + '---:|' * len(names)]
+        lines += [f'| {label} | ' + ' | '.join(_cell(s.get(n)) for n in names) + ' |' for label, s in zip(labels, runs)]
     table = '\n'.join(lines) + '\n'
     print('word accuracy % (1-NED %)')
     print(table, end='')
