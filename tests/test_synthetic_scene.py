@@ -148,3 +148,16 @@ def test_training_scene_and_cli(tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         run_cli(tool.main, [*argv[:2], '--scene', '2'], prog='make_synthetic_dataset.py')
     assert e.value.code == 2 and '--scene must be within 0..1' in capsys.readouterr().err
+
+
+def test_heldout_samples_of_scene_sets(monkeypatch):
+    # Each set in turn, as the test sets render them (the same sample for the same seed, split and index).
+    monkeypatch.setattr(build, 'list_fonts', lambda charset: FONTS['train'] + FONTS['heldout'])
+    monkeypatch.setattr(build, 'split_fonts', lambda fonts: (FONTS['train'], FONTS['heldout']))
+    sets = ('SynthScene/long', 'SynthWords')
+    samples = build.heldout_samples(4, seed=7, sets=sets)
+    sampler = label_sampler('94_full')
+    assert samples == [render_sample(sets[i % 2], i, sampler, FONTS, seed=7) for i in range(4)]
+    assert all(12 <= len(y) <= 15 for _, y in samples[::2])
+    with pytest.raises(ValueError, match=r"not a test split: \['SynthScene/nope'\]"):
+        build.heldout_samples(2, seed=7, sets=('SynthScene/nope',))

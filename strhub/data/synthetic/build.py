@@ -77,14 +77,22 @@ def render_sample(
     return encode_image(image, rng, difficulty), label
 
 
-def heldout_samples(n: int, seed: int, charset: str = '94_full') -> List[Tuple[bytes, str]]:
-    """``n`` samples of the test splits, alternately SynthWords and SynthFonts (held-out words; training and held-out
-    font families of the fonts this machine has; SynthFonts falls back to the training fonts where there are too few
-    to hold out): (encoded image, label). A seed other than a dataset's gives images no training run has seen."""
+def heldout_samples(
+    n: int, seed: int, charset: str = '94_full', sets: Sequence[str] = TEST_SETS
+) -> List[Tuple[bytes, str]]:
+    """``n`` samples of the test splits ``sets`` in turn (default SynthWords and SynthFonts; also any of
+    ``SCENE_TESTS``, e.g. 'SynthScene/curved'), with held-out words and the training or held-out font families of the
+    fonts this machine has (held-out sets fall back to the training fonts where there are too few to hold out):
+    (encoded image, label). A seed other than a dataset's gives images no training run has seen."""
+    unknown = [s for s in sets if s not in TEST_SETS and s not in SCENE_TESTS]
+    if unknown or not sets:
+        raise ValueError(
+            f'not a test split: {unknown or "none given"} (known: {", ".join(TEST_SETS + tuple(SCENE_TESTS))})'
+        )
     train_fonts, held_fonts = split_fonts(list_fonts(charset))
     fonts = {'train': train_fonts, 'heldout': held_fonts or train_fonts}
     sampler = label_sampler(charset)
-    return [render_sample(TEST_SETS[i % 2], i, sampler, fonts, seed=seed) for i in range(n)]
+    return [render_sample(sets[i % len(sets)], i, sampler, fonts, seed=seed) for i in range(n)]
 
 
 def _task(job: Tuple[str, int]) -> Tuple[bytes, str]:
