@@ -3,9 +3,9 @@
 # variations, train the tiny CLIP4STR from scratch with a snapshot every 2,000 steps, then the learning curve
 # (SynthWords, SynthFonts, SynthScene/mixed), the last snapshot on every test set and, with RAPIDOCR_PYTHON set to
 # an interpreter that has rapidocr (README), rapidocr's recogniser on the same sets and the two side by side.
-# Rendering the 640k training images takes about 25 minutes of a 2-core CPU, the 30,000-step schedule about 2 hours.
+# Rendering the 640k training images takes about 25 minutes of a 2-core CPU, the 28,000-step schedule about 1 h 50 min.
 #   bash scripts/tiny_benchmark.sh [extra train.py overrides]
-#   BENCH_DATA=data/scene640k BENCH_RUN=runs/tiny BENCH_STEPS=30000 BENCH_EVERY=2000 BENCH_TRAIN=640000 change it
+#   BENCH_DATA=data/scene640k BENCH_RUN=runs/tiny BENCH_STEPS=28000 BENCH_EVERY=2000 BENCH_TRAIN=640000 change it
 # An interrupted benchmark continues where it stopped when started again with the same BENCH_STEPS (from the run's
 # last.ckpt; the learning-rate schedule is fixed at the start, so another step count cannot resume it).
 set -euo pipefail
@@ -14,7 +14,7 @@ source scripts/cpu_malloc.sh
 python3 -m pip install -q -e '.[bench]'  # matplotlib for learning_curve.py's plot
 data="${BENCH_DATA:-data/scene640k}"
 run="${BENCH_RUN:-runs/tiny}"
-steps="${BENCH_STEPS:-30000}"
+steps="${BENCH_STEPS:-28000}"
 every="${BENCH_EVERY:-2000}"   # steps between snapshots
 
 if [ ! -f "$data/meta.json" ]; then

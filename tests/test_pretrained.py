@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from strhub.data.synthetic import heldout_samples
+from strhub.data.synthetic import SCENE_TESTS, heldout_samples
 from strhub.data.utils import CHARSETS, CharsetAdapter
 from strhub.models import CheckpointError, load_from_checkpoint
 from strhub.pretrained import PRETRAINED, PRETRAINED_DIR, pretrained_path
@@ -24,6 +24,7 @@ NAME = 'clip4str-tiny'
 # reports on the full synthetic test sets, so that a machine with other fonts (a fresh machine has only DejaVu and
 # Pillow's font) passes, while a broken or untrained model cannot.
 MIN_ACCURACY = 0.8
+MIN_SCENE_ACCURACY = 1.01
 
 
 def test_every_shipped_model_is_in_the_package():
@@ -71,6 +72,20 @@ def test_reads_rendered_words():
     texts = [r.text for r in reader.read(images)]
     accuracy = np.mean([t == y for t, y in zip(texts, labels)])
     assert accuracy >= MIN_ACCURACY, list(zip(texts, labels))[:20]
+
+
+def test_reads_scene_like_words():
+    # Curved, perspective, occluded, textured backgrounds, light on dark, low resolution, blur, spacing, capitals,
+    # codes, long words and their mix (the SynthScene categories), 20 each, freshly rendered.
+    torch.manual_seed(0)
+    adapt = CharsetAdapter(CHARSETS['36_lowercase'])
+    sets = tuple(SCENE_TESTS)
+    samples = heldout_samples(20 * len(sets), seed=1234, sets=sets)
+    reader = TextReader(NAME, device='cpu', batch_size=60, adapt_charset=True)
+    texts = [r.text for r in reader.read([image for image, _ in samples])]
+    right = [t == adapt(y) for t, (_, y) in zip(texts, samples)]
+    per_set = ', '.join(f'{s}: {np.mean(right[i :: len(sets)]):.0%}' for i, s in enumerate(sets))
+    assert np.mean(right) >= MIN_SCENE_ACCURACY, per_set
 
 
 def test_read_cli_by_name(tmp_path):
