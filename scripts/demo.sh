@@ -16,8 +16,9 @@ step "2/5 Rendering the synthetic dataset into $dir/data (train/val/test LMDBs)"
 if [ -f "$dir/data/meta.json" ]; then
     echo "already there: $dir/data"
 else
+    # --scene_tests: also the scene-like test sets (curved, perspective, occluded, ..., SynthScene/mixed)
     python3 tools/make_synthetic_dataset.py --out "$dir/data" --num_train "${DEMO_TRAIN:-20000}" --num_val 500 \
-        --num_test 500
+        --num_test 500 --scene_tests
 fi
 
 step "3/5 Training the tiny CLIP4STR on CPU for ${DEMO_STEPS:-300} steps (loss should fall)"
@@ -39,16 +40,19 @@ python3 tools/test.py "$dir/run/checkpoints/last.ckpt" --data_root "$dir/data" -
 python3 tools/test.py clip4str-tiny --data_root "$dir/data" --device cpu --batch_size 64 --num_workers 2
 
 step "5/5 Reading a folder of images with the shipped model (tools/read.py clip4str-tiny)"
-python3 - "$dir/data/test/SynthFonts" "$dir/samples" <<'PY'
+python3 - "$dir/data/test" "$dir/samples" <<'PY'
 import sys
 from pathlib import Path
 import lmdb
 out = Path(sys.argv[2]); out.mkdir(parents=True, exist_ok=True)
-env = lmdb.open(sys.argv[1], readonly=True, lock=False)
-with env.begin() as txn:
-    for i in range(1, 9):
-        label = txn.get(b'label-%09d' % i).decode()
-        (out / f'sample{i}.jpg').write_bytes(txn.get(b'image-%09d' % i))
-        print(f'sample{i}.jpg: ground truth {label!r}')
+for name, test_set in (('clean', 'SynthFonts'), ('scene', 'SynthScene/mixed')):  # 4 images of each
+    env = lmdb.open(str(Path(sys.argv[1], test_set)), readonly=True, lock=False)
+    with env.begin() as txn:
+        for i in range(1, 5):
+            label, image = txn.get(b'label-%09d' % i).decode(), txn.get(b'image-%09d' % i)
+            ext = 'png' if image.startswith(b'\x89PNG') else 'jpg'
+            path = out / f'{name}{i}.{ext}'
+            path.write_bytes(image)
+            print(f'{path.name}: ground truth {label!r}')
 PY
 python3 tools/read.py clip4str-tiny "$dir/samples" --device cpu
