@@ -24,7 +24,7 @@ NAME = 'clip4str-tiny'
 # reports on the full synthetic test sets, so that a machine with other fonts (a fresh machine has only DejaVu and
 # Pillow's font) passes, while a broken or untrained model cannot.
 MIN_ACCURACY = 0.8
-MIN_SCENE_ACCURACY = 1.01
+MIN_SCENE_ACCURACY = 0.7  # the shipped model read 77% of them
 
 
 def test_every_shipped_model_is_in_the_package():
