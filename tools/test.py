@@ -43,12 +43,14 @@ from _cli import (
     ArgumentParser,
     CLIError,
     charset_arg,
-    check_writable,
     load_model,
     model_overrides,
     parse_model_args,
     resolve_checkpoint,
+    results_outputs,
     run_cli,
+    find_test_root,
+    write_results,
 )
 from strhub.data.charsets import benchmark_charset
 from strhub.pretrained import pretrained_path
@@ -145,12 +147,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         raise CLIError(f'--sample_total must be >= 1 (got {args.sample_total})')
     if not math.isfinite(args.alpha):
         raise CLIError(f'--alpha must be a finite number (got {args.alpha})')
-    outs = [Path(o) for o in args.out]
-    for o in outs:
-        if o.suffix.lower() not in ('.json', '.csv'):
-            parser.error(f'--out {o}: the file name must end in .json or .csv')
-    for o in outs:  # now, not after hours of evaluation
-        check_writable(o, f'--out {o}')
+    outs = results_outputs(parser, args.out)
     kwargs = model_overrides(args.refine_iters, args.decode, parse_model_args(unknown))
     if args.charset_test is None:
         kwargs['charset_test'] = benchmark_charset(args.cased, args.punctuation)  # as the original: the flags win
@@ -159,9 +156,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     checkpoint = resolve_checkpoint(args.checkpoint)
     if Path(args.checkpoint).is_dir():
         print(f'Checkpoint: {checkpoint}')
-    test_root = Path(args.data_root, 'test')
-    if not test_root.is_dir():
-        raise CLIError(f'no test directory: {test_root} (set --data_root to the dataset root)')
+    test_root = find_test_root(args.data_root)
 
     from strhub.evaluation import evaluate, plan_test_sets
 
@@ -226,16 +221,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     )
     if refine is not None:
         info['clip_refine'] = dataclasses.asdict(refine)
-    failed = []
-    for o in outs:  # every output is attempted: one that fails does not cost the others
-        try:
-            results.write(o, info)
-        except OSError as e:
-            failed.append(f'{o} ({e})')
-            continue
-        print(f'Results written to {o}', file=sys.stderr)
-    if failed:
-        raise CLIError(f'cannot write {", ".join(failed)}', exit_code=1)
+    write_results(results, outs, info)
     return 0
 
 

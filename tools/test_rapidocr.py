@@ -21,7 +21,7 @@ import warnings
 from pathlib import Path
 from typing import Dict, List, Optional
 
-from _cli import ArgumentParser, CLIError, check_writable, run_cli
+from _cli import ArgumentParser, CLIError, results_outputs, run_cli, find_test_root, write_results
 from _rapidocr import run_rapidocr
 
 PROG = 'test_rapidocr.py'
@@ -39,16 +39,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument('--threads', type=int, default=2, help="onnxruntime's CPU threads")
     parser.add_argument('--out', action='append', default=[], help='also write the results (.json or .csv)')
     args = parser.parse_args(argv)
-    outs = [Path(o) for o in args.out]
-    for o in outs:
-        if o.suffix.lower() not in ('.json', '.csv'):
-            parser.error(f'--out {o}: the file name must end in .json or .csv')
-        check_writable(o, f'--out {o}')
+    outs = results_outputs(parser, args.out)
     if args.threads < 1:
         parser.error('--threads must be >= 1')
-    test_root = Path(args.data_root, 'test')
-    if not test_root.is_dir():
-        raise CLIError(f'no test directory: {test_root} (set --data_root to the dataset root)')
+    test_root = find_test_root(args.data_root)
 
     from strhub.data.charsets import benchmark_charset
     from strhub.data.dataset import CorruptRecordWarning, InvalidLmdbError, LmdbDataset
@@ -107,9 +101,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         charset_test=charset,
         threads=args.threads,
     )
-    for o in outs:
-        results.write(o, info)
-        print(f'Results written to {o}', file=sys.stderr)
+    write_results(results, outs, info)
     return 0
 
 
