@@ -3,7 +3,7 @@
 # variations, train the tiny CLIP4STR from scratch with a snapshot every 2,000 steps, then the learning curve
 # (SynthWords, SynthFonts, SynthScene/mixed), the last snapshot on every test set and, with RAPIDOCR_PYTHON set to
 # an interpreter that has rapidocr (README), rapidocr's recogniser on the same sets and the two side by side.
-# Rendering the 640k training images takes about 25 minutes of a 2-core CPU, the 28,000-step schedule about 1 h 50 min.
+# Rendering the 640k training images takes about 20 minutes of a 2-core CPU, the 28,000-step schedule about 2 hours.
 #   bash scripts/tiny_benchmark.sh [extra train.py overrides]
 #   BENCH_DATA=data/scene640k BENCH_RUN=runs/tiny BENCH_STEPS=28000 BENCH_EVERY=2000 BENCH_TRAIN=640000 change it
 # An interrupted benchmark continues where it stopped when started again with the same BENCH_STEPS (from the run's
