@@ -47,11 +47,9 @@ from _cli import (
     model_overrides,
     parse_model_args,
     resolve_checkpoint,
-    results_outputs,
     run_cli,
-    find_test_root,
-    write_results,
 )
+from _results import find_test_root, results_outputs, write_results
 from strhub.data.charsets import benchmark_charset
 from strhub.pretrained import pretrained_path
 

@@ -21,8 +21,9 @@ import warnings
 from pathlib import Path
 from typing import Dict, List, Optional
 
-from _cli import ArgumentParser, CLIError, results_outputs, run_cli, find_test_root, write_results
+from _cli import ArgumentParser, CLIError, run_cli
 from _rapidocr import run_rapidocr
+from _results import find_test_root, results_outputs, write_results
 
 PROG = 'test_rapidocr.py'
 
