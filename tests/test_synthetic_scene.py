@@ -91,6 +91,10 @@ def test_scene_labels(charset):
             assert all(y.lower() in sampler.test_set for y in longs)
         else:
             assert not any(sampler.leaks(y) for y in codes + longs + caps)
+            # mostly compounds of two training words, so that long words cannot be learnt by heart
+            dictionary = set(sampler.train.words)
+            assert 0.15 < np.mean([y.lower() in dictionary for y in longs]) < 0.6
+            assert len(set(longs)) > 190
         if sampler.has_upper and sampler.has_lower:
             cased = [y for y in caps if sum(c.isalpha() for c in y) > 1]
             assert all(any(c.isupper() for c in y) for y in cased)
