@@ -125,9 +125,20 @@ def export_checkpoint(src: Union[str, Path], dst: Union[str, Path], half: bool =
     source = str(src)
     ckpt = read_checkpoint(src, trust)
     system, sd = system_of(ckpt, source)
-    hparams = system.hparams(ckpt, sd, source)
-    if half:
-        sd = {k: v.half() if v.is_floating_point() else v for k, v in sd.items()}
+    return write_inference_checkpoint(system, sd, system.hparams(ckpt, sd, source), dst, half)
+
+
+def write_inference_checkpoint(
+    system: System, sd: Dict[str, Tensor], hparams: Dict[str, Any], dst: Union[str, Path], half: bool = True
+) -> Path:
+    """Writes ``system``'s weights ``sd`` (floating point ones as float16 if ``half``, else float32) and
+    ``hparams`` to ``dst``, atomically, in the format :func:`export_checkpoint` writes.
+
+    Raises:
+        CheckpointError: ``dst`` cannot be written.
+    """
+    dtype = torch.float16 if half else torch.float32
+    sd = {k: v.to(dtype) if v.is_floating_point() else v for k, v in sd.items()}
     name = next(n for n, s in SYSTEMS.items() if s is system)
     try:
         return atomic_save({'system': name, 'state_dict': sd, 'hyper_parameters': hparams}, dst)
