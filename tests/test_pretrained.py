@@ -24,7 +24,10 @@ NAME = 'clip4str-tiny'
 # reports on the full synthetic test sets, so that a machine with other fonts (a fresh machine has only DejaVu and
 # Pillow's font) passes, while a broken or untrained model cannot.
 MIN_ACCURACY = 0.8
-MIN_SCENE_ACCURACY = 0.7  # the shipped model read 77% of them
+# Of 240 freshly rendered SynthScene samples (20 per category) the shipped model reads 79.6% with the development
+# machine's fonts and 84.6% with DejaVu alone (the previous model 77% and 79%): a bar below both, far above a model
+# that cannot read.
+MIN_SCENE_ACCURACY = 0.75
 
 
 def test_every_shipped_model_is_in_the_package():
@@ -52,7 +55,7 @@ def test_unknown_name_lists_the_shipped_models():
 
 def test_shipped_checkpoint_is_small_float16():
     ckpt = torch.load(pretrained_path(NAME), map_location='cpu', weights_only=True)
-    assert set(ckpt) == {'state_dict', 'hyper_parameters'}
+    assert set(ckpt) == {'system', 'state_dict', 'hyper_parameters'} and ckpt['system'] == 'clip4str'
     assert {v.dtype for v in ckpt['state_dict'].values() if v.is_floating_point()} == {torch.float16}
     assert pretrained_path(NAME).stat().st_size < 16 * 2**20
 
