@@ -6,7 +6,7 @@ import torch
 from helpers import load_tool
 
 from strhub.models import load_from_checkpoint
-from strhub.models.averaging import average_checkpoints
+from strhub.models.averaging import WeightsError, average_checkpoints
 from strhub.models.checkpoint import CheckpointError, read_checkpoint
 
 
@@ -71,18 +71,21 @@ def test_refuses_other_networks_and_bad_weights(pair):
             average_checkpoints([tmp / 'a.ckpt', tmp / f'{label}.ckpt'], tmp / 'x.ckpt')
     assert not (tmp / 'x.ckpt').exists()
     for weights, message in (([0.5], '1 weights for 2'), ([0.7, 0.7], 'sum to 1'), ([1.5, -0.5], '>= 0')):
-        with pytest.raises(ValueError, match=message):
+        with pytest.raises(WeightsError, match=message):
             average_checkpoints([tmp / 'a.ckpt', tmp / 'b.ckpt'], tmp / 'x.ckpt', weights)
-    with pytest.raises(ValueError, match='two checkpoints'):
+    with pytest.raises(WeightsError, match='two checkpoints'):
         average_checkpoints([tmp / 'a.ckpt'], tmp / 'x.ckpt')
 
 
 def test_cli(pair, capsys):
     tmp, _ = pair
     tool = load_tool('average_weights')
-    with pytest.raises(SystemExit) as e:
-        tool.main([str(tmp / 'a.ckpt'), str(tmp / 'b.ckpt'), '--weights', '1', '--out', str(tmp / 'c.ckpt')])
-    assert e.value.code == 2 and '--weights: 1 for 2 checkpoints' in capsys.readouterr().err
+    for weights, message in ((['1'], '1 weights for 2 checkpoints'), (['0.7', '0.7'], 'sum to 1')):
+        with pytest.raises(SystemExit) as e:
+            argv = [str(tmp / 'a.ckpt'), str(tmp / 'b.ckpt'), '--weights', *weights, '--out', str(tmp / 'c.ckpt')]
+            tool.run_cli(tool.main, argv, prog=tool.PROG)
+        err = capsys.readouterr().err
+        assert e.value.code == 2 and 'average_weights.py: error: ' in err and message in err and 'Traceback' not in err
     assert (
         tool.main([str(tmp / 'a.ckpt'), 'clip4str-tiny', '--weights', '0.6', '0.4', '--out', str(tmp / 'c.ckpt')]) == 0
     )

@@ -29,10 +29,6 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument('--fp32', action='store_true', help='write float32 weights (default: float16)')
     parser.add_trust_option()
     args = parser.parse_args(argv)
-    if len(args.checkpoints) < 2:
-        parser.error('give two checkpoints or more')
-    if args.weights is not None and len(args.weights) != len(args.checkpoints):
-        parser.error(f'--weights: {len(args.weights)} for {len(args.checkpoints)} checkpoints, give one per checkpoint')
     dst = Path(args.out)
     check_writable(dst, f'cannot write {dst}')
 

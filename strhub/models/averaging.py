@@ -12,19 +12,23 @@ from torch import Tensor
 from strhub.models.checkpoint import read_checkpoint, system_of, write_inference_checkpoint
 from strhub.models.errors import CheckpointError
 
-__all__ = ['average_checkpoints']
+__all__ = ['WeightsError', 'average_checkpoints']
+
+
+class WeightsError(ValueError):
+    """Fewer than two checkpoints, or blend weights that are not one per checkpoint, >= 0, summing to 1."""
 
 
 def _check_weights(n: int, weights: Optional[Sequence[float]]) -> List[float]:
     if n < 2:
-        raise ValueError(f'averaging needs two checkpoints or more (got {n})')
+        raise WeightsError(f'averaging needs two checkpoints or more (got {n})')
     if weights is None:
         return [1 / n] * n
     weights = [float(w) for w in weights]
     if len(weights) != n:
-        raise ValueError(f'{len(weights)} weights for {n} checkpoints: give one per checkpoint')
+        raise WeightsError(f'{len(weights)} weights for {n} checkpoints: give one per checkpoint')
     if any(not w >= 0 for w in weights) or abs(sum(weights) - 1) > 1e-6:
-        raise ValueError(f'weights must be >= 0 and sum to 1 (got {", ".join(map(str, weights))})')
+        raise WeightsError(f'weights must be >= 0 and sum to 1 (got {", ".join(map(str, weights))})')
     return weights
 
 
@@ -54,7 +58,7 @@ def average_checkpoints(
         value, other value)), e.g. the learning rate of a fine-tuning run.
 
     Raises:
-        ValueError: fewer than two checkpoints, or bad weights.
+        WeightsError: fewer than two checkpoints, or bad weights.
         CheckpointError: a file cannot be read or written, or the checkpoints are not of one network: another model,
             other weight names or shapes, another training charset (the rows of the head would stand for other
             characters), or integer buffers that differ.
@@ -93,8 +97,8 @@ def average_checkpoints(
             ref: Tensor = total[k]
             if v.shape != ref.shape:
                 raise CheckpointError(f'{k} is {tuple(ref.shape)} in {first} but {tuple(v.shape)} in {source}')
-            if ref.is_floating_point() != v.is_floating_point() or not (v.is_floating_point() or torch.equal(v, ref)):
-                raise CheckpointError(f'{k} (not floating point) differs between {first} and {source}: not averageable')
-            if v.is_floating_point():
+            if v.is_floating_point() and ref.is_floating_point():
                 total[k] = ref + w * v.double()
+            elif v.is_floating_point() or ref.is_floating_point() or not torch.equal(v, ref):
+                raise CheckpointError(f'{k} (not floating point) differs between {first} and {source}: not averageable')
     return write_inference_checkpoint(system, total, hparams, dst, half), differing
