@@ -25,8 +25,10 @@ def pair(tmp_path_factory):
 
 def test_weighted_sum_loads_as_a_model(pair):
     tmp, a = pair
-    out, differing = average_checkpoints([tmp / 'a.ckpt', tmp / 'b.ckpt'], tmp / 'ab.ckpt', [0.25, 0.75], half=False)
-    assert differing == {'lr': (a['hyper_parameters']['lr'], 1e-4)}
+    out, weights, differing = average_checkpoints(
+        [tmp / 'a.ckpt', tmp / 'b.ckpt'], tmp / 'ab.ckpt', [0.25, 0.75], half=False
+    )
+    assert weights == [0.25, 0.75] and differing == {'lr': (a['hyper_parameters']['lr'], 1e-4)}
     blend = read_checkpoint(out)
     assert blend['hyper_parameters'] == a['hyper_parameters']
     for k, v in a['state_dict'].items():
@@ -40,7 +42,8 @@ def test_weighted_sum_loads_as_a_model(pair):
         ref = load_from_checkpoint(tmp / 'a.ckpt')(images)
         torch.testing.assert_close(load_from_checkpoint(tmp / 'a_again.ckpt')(images), ref, rtol=0, atol=0)
     # default: float16, equal weights
-    half, _ = average_checkpoints([tmp / 'a.ckpt', tmp / 'b.ckpt'], tmp / 'half.ckpt')
+    half, weights, _ = average_checkpoints([tmp / 'a.ckpt', tmp / 'b.ckpt'], tmp / 'half.ckpt')
+    assert weights == [0.5, 0.5]
     w = read_checkpoint(half)['state_dict']
     k = next(k for k, v in a['state_dict'].items() if v.is_floating_point())
     assert w[k].dtype == torch.float16

@@ -34,15 +34,12 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     from strhub.models.averaging import average_checkpoints
 
-    out, differing = average_checkpoints(
-        args.checkpoints, dst, args.weights, half=not args.fp32, trust=args.trust_checkpoint
-    )
-    weights = args.weights or [1 / len(args.checkpoints)] * len(args.checkpoints)
-    for ckpt, w in zip(args.checkpoints, weights):
+    blend = average_checkpoints(args.checkpoints, dst, args.weights, half=not args.fp32, trust=args.trust_checkpoint)
+    for ckpt, w in zip(args.checkpoints, blend.weights):
         print(f'{w:8.4f}  {ckpt}')
-    if differing:
-        print(f'hyper-parameters of {args.checkpoints[0]}; the others differ in {", ".join(sorted(differing))}')
-    print(f'wrote {out} ({out.stat().st_size / 2**20:.1f} MiB)')
+    if blend.differing:
+        print(f'hyper-parameters of {args.checkpoints[0]}; the others differ in {", ".join(sorted(blend.differing))}')
+    print(f'wrote {blend.path} ({blend.path.stat().st_size / 2**20:.1f} MiB)')
     return 0
 
 

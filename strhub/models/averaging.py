@@ -4,7 +4,7 @@ snapshots of a run, or a soup of runs from one start. Blending only makes sense 
 start: two networks trained apart from random weights do not line up unit for unit."""
 
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor
@@ -12,11 +12,19 @@ from torch import Tensor
 from strhub.models.checkpoint import read_checkpoint, system_of, write_inference_checkpoint
 from strhub.models.errors import CheckpointError
 
-__all__ = ['WeightsError', 'average_checkpoints']
+__all__ = ['Blend', 'WeightsError', 'average_checkpoints']
 
 
 class WeightsError(ValueError):
     """Fewer than two checkpoints, or blend weights that are not one per checkpoint, >= 0, summing to 1."""
+
+
+class Blend(NamedTuple):
+    """What :func:`average_checkpoints` wrote."""
+
+    path: Path
+    weights: List[float]  # one per checkpoint, as used (equal where none were given)
+    differing: Dict[str, Tuple[object, object]]  # hyper-parameters where a later checkpoint differs from the first
 
 
 def _check_weights(n: int, weights: Optional[Sequence[float]]) -> List[float]:
@@ -42,7 +50,7 @@ def average_checkpoints(
     weights: Optional[Sequence[float]] = None,
     half: bool = True,
     trust: bool = False,
-) -> Tuple[Path, Dict[str, Tuple[object, object]]]:
+) -> Blend:
     """Writes to ``dst`` the inference checkpoint (as :func:`~strhub.models.checkpoint.export_checkpoint` writes
     it) whose weights are ``sum(w_i * weights of srcs[i])``, computed in float64, and whose hyper-parameters are
     those of ``srcs[0]``.
@@ -54,8 +62,8 @@ def average_checkpoints(
         trust: the files are trusted (see :func:`~strhub.models.checkpoint.read_checkpoint`).
 
     Returns:
-        The path written, and the hyper-parameters in which a later checkpoint differs from the first (name: (first
-        value, other value)), e.g. the learning rate of a fine-tuning run.
+        The path written, the weights used, and the hyper-parameters in which a later checkpoint differs from the first
+        (name: (first value, other value)), e.g. the learning rate of a fine-tuning run.
 
     Raises:
         WeightsError: fewer than two checkpoints, or bad weights.
@@ -101,4 +109,4 @@ def average_checkpoints(
                 total[k] = ref + w * v.double()
             elif v.is_floating_point() or ref.is_floating_point() or not torch.equal(v, ref):
                 raise CheckpointError(f'{k} (not floating point) differs between {first} and {source}: not averageable')
-    return write_inference_checkpoint(system, total, hparams, dst, half), differing
+    return Blend(write_inference_checkpoint(system, total, hparams, dst, half), weights, differing)
