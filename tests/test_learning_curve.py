@@ -26,12 +26,13 @@ def test_learning_curve(tmp_path, synthetic_root, capsys):
     table = (run / 'learning_curve.md').read_text().splitlines()
     assert (
         table[0]
-        == '| step | minutes | SynthFonts acc. % | SynthFonts 1-NED % | SynthWords acc. % | SynthWords 1-NED % |'
+        == '| step | minutes | SynthFonts acc. % | SynthFonts 1-NED % | SynthPlain acc. % | SynthPlain 1-NED % '
+        '| SynthWords acc. % | SynthWords 1-NED % |'
     )
     rows = [line.split(' | ') for line in table[2:]]
     assert [r[0] for r in rows] == ['| 10', '| 20']  # by step, not by name
     assert rows[0][2:] == rows[1][2:]  # the same weights: the same accuracies
-    assert 0 < float(rows[0][4]) <= 100  # the shipped model reads some rendered words
+    assert 0 < float(rows[0][6]) <= 100  # the shipped model reads some rendered words
     assert (run / 'learning_curve.csv').is_file() and (run / 'learning_curve.png').stat().st_size > 0
     kept = json.loads((steps / 'step=10.ckpt.test.json').read_text())
     assert kept['sets']['SynthWords']['num_samples'] == 16

@@ -3,6 +3,7 @@
 import io
 import json
 import re
+import string
 import subprocess
 import sys
 from pathlib import Path
@@ -12,8 +13,10 @@ import pytest
 from PIL import Image
 
 from strhub.data.synthetic import (
+    PLAIN_TEST,
     FontSpec,
     check_font,
+    heldout_samples,
     label_sampler,
     list_fonts,
     load_words,
@@ -121,6 +124,7 @@ def test_make_dataset_layout(tmp_path):
         'val/synthetic': 10,
         'test/SynthWords': 10,
         'test/SynthFonts': 10,
+        'test/SynthPlain': 10,
     }
     assert s['counts'] == expected
     labels = {}
@@ -130,11 +134,11 @@ def test_make_dataset_layout(tmp_path):
         for data, label in samples:
             with Image.open(io.BytesIO(data)) as img:
                 img.load()
-                assert img.mode == 'RGB' and 32 <= img.height <= 64
+                assert img.mode == 'RGB' and (18 if rel == 'test/SynthPlain' else 32) <= img.height <= 64
             assert 1 <= len(label) <= 25 and set(label) <= set(CHARSETS['94_full'])
         labels[rel] = [label for _, label in samples]
     train_labels = set(labels['train/synthetic/000'] + labels['train/synthetic/001'])
-    assert not train_labels & set(labels['test/SynthWords'] + labels['test/SynthFonts'])
+    assert not train_labels & set(labels['test/SynthWords'] + labels['test/SynthFonts'] + labels['test/SynthPlain'])
     meta = json.loads((out / 'meta.json').read_text())
     assert meta['seed'] == 0 and meta['counts'] == expected
     assert meta['font_families'] == {'train': ['Aileron'], 'heldout': ['Other']}
@@ -143,6 +147,23 @@ def test_make_dataset_layout(tmp_path):
     s = make_dataset(out, 5, 1, 1, workers=1, fonts=TWO_FONTS[:1], overwrite=True, progress=False)
     assert len(read_lmdb(out / 'train/synthetic/000')) == 5
     assert not (out / 'train/synthetic/001').exists() and not (out / 'test/SynthFonts').exists()  # one font
+    assert len(read_lmdb(out / 'test/SynthPlain')) == 1  # in the training fonts then
+
+
+def test_plain_test_set_is_drawn_plainly():
+    # Another renderer's style: flat background, dark ink, left-aligned, lossless; held-out words.
+    samples = heldout_samples(12, seed=3, sets=(PLAIN_TEST,))
+    test_words = set(label_sampler('94_full').test.words)
+    assert sum(label.lower().strip(string.punctuation) in test_words for _, label in samples) >= 6
+    for data, label in samples:
+        with Image.open(io.BytesIO(data)) as img:
+            assert img.format == 'PNG'
+            pixels = np.asarray(img.convert('RGB')).astype(int)
+        background = pixels[0, 0]
+        assert background.min() >= 190 and (pixels == background).all(axis=2).mean() > 0.5, label
+        ink = np.flatnonzero((np.abs(pixels - background).sum(axis=2) > 150).any(axis=0))
+        assert ink[0] <= 14 and ink[-1] < pixels.shape[1] - 1, label  # from the left, and not cut off
+    assert heldout_samples(12, seed=3, sets=(PLAIN_TEST,)) == samples
 
 
 def test_make_dataset_deterministic_across_workers(tmp_path):
@@ -151,7 +172,7 @@ def test_make_dataset_deterministic_across_workers(tmp_path):
         return {p.parent.relative_to(tmp_path / name): read_lmdb(p.parent) for p in (tmp_path / name).rglob('data.mdb')}
 
     a, b, c = build('a', 7, 1), build('b', 7, 2), build('c', 8, 1)
-    assert len(a) == 4 and a == b
+    assert len(a) == 5 and a == b
     assert a != c
 
 
@@ -174,7 +195,7 @@ def test_cli(tmp_path, capsys):
     ]
     r = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert r.returncode == 0, r.stderr
-    assert 'Wrote 18 images' in r.stdout and 'train/synthetic/000' in r.stdout
+    assert 'Wrote 21 images' in r.stdout and 'train/synthetic/000' in r.stdout
     assert len(read_lmdb(tmp_path / 'd/train/synthetic/000')) == 12
     # In-process (a second interpreter start costs seconds): an existing dataset is a clean error, exit code 2; the
     # hyphenated spelling of earlier versions is still accepted.

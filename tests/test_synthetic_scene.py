@@ -112,7 +112,9 @@ def test_scene_test_sets(tmp_path, monkeypatch):
     assert sorted(names) == sorted(SCENE_TESTS)
     assert all(s['counts'][f'test/{n}'] == 4 for n in names)
     groups, _ = plan_test_sets(out / 'test')
-    assert groups['Other'] == sorted(['SynthFonts', 'SynthWords', *names])  # nested names, as test.py reports them
+    assert groups['Other'] == sorted(
+        ['SynthFonts', 'SynthPlain', 'SynthWords', *names]
+    )  # nested names, as test.py reports them
     samples = {n: read_lmdb(out / 'test' / n) for n in names}
     train = {y for _, y in read_lmdb(out / 'train/synthetic/000')}
     for n, pairs in samples.items():

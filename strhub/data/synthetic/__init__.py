@@ -8,7 +8,8 @@ it quickly.
 Modules, by job: :mod:`~strhub.data.synthetic.fonts` (finding, checking and splitting fonts),
 :mod:`~strhub.data.synthetic.labels` (word list and label sampler), :mod:`~strhub.data.synthetic.render` (a word
 as an image), :mod:`~strhub.data.synthetic.scene` and :mod:`~strhub.data.synthetic.effects` (the scene-like
-variations and their test sets) and :mod:`~strhub.data.synthetic.build` (samples, splits and the LMDBs).
+variations and their test sets), :mod:`~strhub.data.synthetic.plain` (the plain renderer of the SynthPlain test set)
+and :mod:`~strhub.data.synthetic.build` (samples, splits and the LMDBs).
 
 Layout written by :func:`make_dataset` (every LMDB is in the public STR format of :mod:`strhub.data.lmdb_io`)::
 
@@ -17,6 +18,8 @@ Layout written by :func:`make_dataset` (every LMDB is in the public STR format o
     <out>/val/synthetic/data.mdb           training distribution (training words and fonts), fresh samples
     <out>/test/SynthWords/data.mdb         held-out words, fonts seen in training
     <out>/test/SynthFonts/data.mdb         held-out words AND held-out font families (not written with < 2 fonts)
+    <out>/test/SynthPlain/data.mdb         held-out words drawn plainly by another renderer (:mod:`~.plain`), even
+                                           samples in training font families, odd samples in held-out ones
     <out>/test/SynthScene/<name>/data.mdb  with ``scene_tests``: one scene-like variation each (curved, occluded, ...)
                                            and a mix; held-out words, even samples in training font families, odd
                                            samples in held-out ones
@@ -29,7 +32,7 @@ Determinism: sample ``i`` of split ``s`` is drawn from ``numpy.random.default_rn
 LMDB contents are byte-identical for the same seed, fonts, Pillow and NumPy versions, whatever the number of workers.
 """
 
-from strhub.data.synthetic.build import SPLITS, TEST_SETS, heldout_samples, make_dataset, render_sample
+from strhub.data.synthetic.build import PLAIN_TEST, SPLITS, TEST_SETS, heldout_samples, make_dataset, render_sample
 from strhub.data.synthetic.fonts import FontSpec, check_font, find_font_files, list_fonts, split_fonts
 from strhub.data.synthetic.labels import label_sampler, load_words, split_words
 from strhub.data.synthetic.render import render_word
@@ -37,6 +40,7 @@ from strhub.data.synthetic.scene import SCENE_TESTS, SceneOptions
 
 __all__ = [
     'FontSpec',
+    'PLAIN_TEST',
     'SCENE_TESTS',
     'SPLITS',
     'SceneOptions',

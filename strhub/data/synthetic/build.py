@@ -17,7 +17,8 @@ from PIL import Image
 from strhub.data.lmdb_io import write_lmdb
 from strhub.data.synthetic.fonts import FontSpec, list_fonts, split_fonts
 from strhub.data.synthetic.labels import WORDLIST, LabelSampler, label_sampler
-from strhub.data.synthetic.render import encode_image, render_word
+from strhub.data.synthetic.plain import render_plain
+from strhub.data.synthetic.render import encode_image, png_bytes, render_word
 from strhub.data.synthetic.scene import SCENE_TESTS, SceneOptions
 from strhub.data.utils import CHARSETS
 
@@ -30,8 +31,11 @@ SPLITS = {
     'SynthFonts': ('test', 'heldout'),
 }
 TEST_SETS = ('SynthWords', 'SynthFonts')
-# The scene test sets (SCENE_TESTS) draw held-out words, and fonts alternately from the training and held-out families.
-SCENE_SPLIT = ('test', 'alternate')
+# Held-out words drawn by another, plain renderer (strhub.data.synthetic.plain), written with every dataset.
+PLAIN_TEST = 'SynthPlain'
+# The scene test sets (SCENE_TESTS) and SynthPlain draw held-out words, and fonts alternately from the training and
+# held-out families.
+ALTERNATE_SPLIT = ('test', 'alternate')
 
 
 @dataclass
@@ -64,13 +68,18 @@ def render_sample(
     difficulty: float = 0.5,
     scene: Optional[SceneOptions] = None,
 ) -> Tuple[bytes, str]:
-    """Sample ``index`` of ``split`` (a key of ``SPLITS`` or ``SCENE_TESTS``): (encoded image, label), a pure function
-    of its args. ``scene``: the scene-like variations (default: the split's own, none for ``SPLITS``)."""
+    """Sample ``index`` of ``split`` (a key of ``SPLITS`` or ``SCENE_TESTS``, or ``PLAIN_TEST``): (encoded image,
+    label), a pure function of its args. ``scene``: the scene-like variations (default: the split's own, none for
+    ``SPLITS``)."""
     rng = _sample_rng(seed, split, index)
-    words, font_set = SPLITS.get(split) or (SCENE_SPLIT if split in SCENE_TESTS else SPLITS[split])
-    scene = scene or SCENE_TESTS.get(split) or SceneOptions()
+    alternate = split in SCENE_TESTS or split == PLAIN_TEST
+    words, font_set = ALTERNATE_SPLIT if alternate else SPLITS[split]
     if font_set == 'alternate':
         font_set = 'heldout' if index % 2 and fonts['heldout'] else 'train'
+    if split == PLAIN_TEST:
+        label = sampler.sample(rng, words)
+        return png_bytes(render_plain(label, rng, fonts[font_set])), label
+    scene = scene or SCENE_TESTS.get(split) or SceneOptions()
     kind = scene.label_kind(rng)
     label = sampler.scene_sample(rng, words, kind) if kind else sampler.sample(rng, words)
     image = render_word(label, rng, fonts[font_set], difficulty, scene)
@@ -80,15 +89,14 @@ def render_sample(
 def heldout_samples(
     n: int, seed: int, charset: str = '94_full', sets: Sequence[str] = TEST_SETS
 ) -> List[Tuple[bytes, str]]:
-    """``n`` samples of the test splits ``sets`` in turn (default SynthWords and SynthFonts; also any of
-    ``SCENE_TESTS``, e.g. 'SynthScene/curved'), with held-out words and the training or held-out font families of the
+    """``n`` samples of the test splits ``sets`` in turn (default SynthWords and SynthFonts; also SynthPlain and any
+    of ``SCENE_TESTS``, e.g. 'SynthScene/curved'), with held-out words and the training or held-out font families of the
     fonts this machine has (held-out sets fall back to the training fonts where there are too few to hold out):
     (encoded image, label). A seed other than a dataset's gives images no training run has seen."""
-    unknown = [s for s in sets if s not in TEST_SETS and s not in SCENE_TESTS]
+    known = (*TEST_SETS, PLAIN_TEST, *SCENE_TESTS)
+    unknown = [s for s in sets if s not in known]
     if unknown or not sets:
-        raise ValueError(
-            f'not a test split: {unknown or "none given"} (known: {", ".join(TEST_SETS + tuple(SCENE_TESTS))})'
-        )
+        raise ValueError(f'not a test split: {unknown or "none given"} (known: {", ".join(known)})')
     train_fonts, held_fonts = split_fonts(list_fonts(charset))
     fonts = {'train': train_fonts, 'heldout': held_fonts or train_fonts}
     sampler = label_sampler(charset)
@@ -111,6 +119,7 @@ def _plan(
     ]
     plan.append(('val/synthetic', 'val', range(num_val)))
     plan += [(f'test/{s}', s, range(num_test)) for s in TEST_SETS if s != 'SynthFonts' or heldout]
+    plan.append((f'test/{PLAIN_TEST}', PLAIN_TEST, range(num_test)))
     plan += [(f'test/{s}', s, range(num_test)) for s in SCENE_TESTS if scene_tests]
     return plan
 
@@ -173,7 +182,7 @@ def make_dataset(
     plan = _plan(num_train, num_val, num_test, shard_size, bool(held_fonts), scene_tests)
 
     targets = [out / 'train' / 'synthetic', out / 'val' / 'synthetic', out / 'meta.json']
-    targets += [out / 'test' / s for s in TEST_SETS]
+    targets += [out / 'test' / s for s in (*TEST_SETS, PLAIN_TEST)]
     targets += [out / 'test' / 'SynthScene'] if scene_tests else []
     existing = [t for t in targets if t.exists()]
     if existing and not overwrite:
@@ -222,7 +231,7 @@ def make_dataset(
         'max_label_length': max_label_length,
         'difficulty': difficulty,
         'counts': counts,
-        'splits': {s: {'words': w, 'fonts': f} for s, (w, f) in SPLITS.items()},
+        'splits': {s: {'words': w, 'fonts': f} for s, (w, f) in {**SPLITS, PLAIN_TEST: ALTERNATE_SPLIT}.items()},
         'words': {'train': len(sampler.train.words), 'test': len(sampler.test.words), 'holdout': word_holdout},
         'word_lists': [Path(p).name for p in words] if words else [WORDLIST.name],
         'font_families': {k: sorted({f.family for f in v}) for k, v in cfg.fonts.items()},

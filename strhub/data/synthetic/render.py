@@ -247,9 +247,14 @@ def render_word(
 
 def encode_image(image: Image.Image, rng: np.random.Generator, d: float) -> bytes:
     """PNG (10%) or JPEG of a random quality that falls with the difficulty ``d``."""
-    buf = io.BytesIO()
     if rng.random() < 0.1:
-        image.save(buf, format='PNG', compress_level=1)
-    else:
-        image.save(buf, format='JPEG', quality=int(rng.integers(int(95 - 50 * d), 96)))
+        return png_bytes(image)
+    buf = io.BytesIO()
+    image.save(buf, format='JPEG', quality=int(rng.integers(int(95 - 50 * d), 96)))
+    return buf.getvalue()
+
+
+def png_bytes(image: Image.Image) -> bytes:
+    buf = io.BytesIO()
+    image.save(buf, format='PNG', compress_level=1)
     return buf.getvalue()
