@@ -12,7 +12,9 @@
 # Rendering takes about 15 + 11 minutes.
 #   bash scripts/tiny_benchmark.sh [extra train.py overrides for stage 2]
 #   BENCH_CLEAN=data/synthetic1m BENCH_CLEAN_RUN=runs/tiny_clean BENCH_DATA=data/sceneft BENCH_RUN=runs/tiny
-#   BENCH_STEPS=8000 BENCH_EVERY=1000 change it; BENCH_STAGE1_CKPT=CKPT starts stage 2 from CKPT, skipping stage 1.
+#   BENCH_CLEAN_STEPS=32000 BENCH_CLEAN_SNAPSHOT=30000 BENCH_STEPS=8000 BENCH_EVERY=1000 change it (stage 1's schedule,
+#   the snapshot stage 2 starts from, stage 2's schedule); BENCH_STAGE1_CKPT=CKPT starts stage 2 from CKPT, skipping
+#   stage 1.
 # An interrupted stage continues where it stopped when the script is started again with the same settings (from
 # the run's last.ckpt; the learning-rate schedule is fixed at the start, so another step count cannot resume it).
 set -euo pipefail
@@ -21,7 +23,8 @@ source scripts/cpu_malloc.sh
 python3 -m pip install -q -e '.[bench]'  # matplotlib for learning_curve.py's plot
 clean="${BENCH_CLEAN:-data/synthetic1m}"
 run1="${BENCH_CLEAN_RUN:-runs/tiny_clean}"
-stage1="${BENCH_STAGE1_CKPT:-$run1/checkpoints/steps/step=30000.ckpt}"
+clean_steps="${BENCH_CLEAN_STEPS:-32000}"
+stage1="${BENCH_STAGE1_CKPT:-$run1/checkpoints/steps/step=${BENCH_CLEAN_SNAPSHOT:-30000}.ckpt}"
 data="${BENCH_DATA:-data/sceneft}"
 run="${BENCH_RUN:-runs/tiny}"
 steps="${BENCH_STEPS:-8000}"
@@ -33,7 +36,7 @@ if [ ! -f "$stage1" ]; then
     resume=()
     [ -f "$run1/checkpoints/last.ckpt" ] && resume=("ckpt_path='$run1/checkpoints/last.ckpt'")
     python3 tools/train.py +experiment=clip4str-tiny data.root_dir="$clean" trainer.max_epochs=1000 \
-        trainer.max_steps=32000 trainer.val_check_interval=1000 checkpoint_every_n_steps=2000 \
+        trainer.max_steps="$clean_steps" trainer.val_check_interval=1000 checkpoint_every_n_steps=1000 \
         hydra.run.dir="$run1" "${resume[@]}"
 fi
 if [ ! -f "$data/meta.json" ]; then
