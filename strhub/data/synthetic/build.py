@@ -72,8 +72,7 @@ def render_sample(
     label), a pure function of its args. ``scene``: the scene-like variations (default: the split's own, none for
     ``SPLITS``)."""
     rng = _sample_rng(seed, split, index)
-    alternate = split in SCENE_TESTS or split == PLAIN_TEST
-    words, font_set = ALTERNATE_SPLIT if alternate else SPLITS[split]
+    words, font_set = ALTERNATE_SPLIT if split in SCENE_TESTS or split == PLAIN_TEST else SPLITS[split]
     if font_set == 'alternate':
         font_set = 'heldout' if index % 2 and fonts['heldout'] else 'train'
     if split == PLAIN_TEST:
