@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from strhub.data.synthetic import PLAIN_TEST, SCENE_TESTS, heldout_samples
+from strhub.data.synthetic import PLAIN_TEST, SCENE_TESTS, TEST_SETS, heldout_samples
 from strhub.data.utils import CHARSETS, CharsetAdapter
 from strhub.models import CheckpointError, load_from_checkpoint
 from strhub.pretrained import PRETRAINED, PRETRAINED_DIR, pretrained_path
@@ -64,11 +64,11 @@ def test_shipped_checkpoint_is_small_float16():
     assert pretrained_path(NAME).stat().st_size < 16 * 2**20
 
 
-def _rendered_words(n: int):
-    """``n`` held-out test words from a seed of their own (not the shipped test sets), labels as evaluation adapts
-    them (case-insensitive alphanumerics)."""
+def _rendered_words(n: int, sets=TEST_SETS):
+    """``n`` held-out test words of the test splits ``sets`` from a seed of their own (not the shipped test sets),
+    labels as evaluation adapts them (case-insensitive alphanumerics)."""
     adapt = CharsetAdapter(CHARSETS['36_lowercase'])
-    samples = heldout_samples(n, seed=1234)
+    samples = heldout_samples(n, seed=1234, sets=sets)
     return [image for image, _ in samples], [adapt(label) for _, label in samples]
 
 
@@ -87,11 +87,8 @@ def test_reads_plainly_drawn_words():
     # model that read only our renderer's images would fail here (a blend with more scene-like training read the
     # original fixture's "hello" as "helo").
     torch.manual_seed(0)
-    adapt = CharsetAdapter(CHARSETS['36_lowercase'])
-    samples = heldout_samples(200, seed=1234, sets=(PLAIN_TEST,))
-    reader = TextReader(NAME, device='cpu', batch_size=50, adapt_charset=True)
-    texts = [r.text for r in reader.read([image for image, _ in samples])]
-    labels = [adapt(label) for _, label in samples]
+    images, labels = _rendered_words(200, (PLAIN_TEST,))
+    texts = [r.text for r in TextReader(NAME, device='cpu', batch_size=50, adapt_charset=True).read(images)]
     right = [t == y for t, y in zip(texts, labels)]
     assert np.mean(right) >= MIN_PLAIN_ACCURACY, [(t, y) for t, y in zip(texts, labels) if t != y][:20]
 
