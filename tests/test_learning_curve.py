@@ -114,3 +114,18 @@ def test_learning_curves_of_two_runs_and_the_results_table(tmp_path, synthetic_r
     with pytest.raises(SystemExit) as e:
         table_tool.run_cli(table_tool.main, [str(tmp_path / 'bad.json')], prog='results_table.py')
     assert e.value.code == 2 and 'is not a tools/test.py --out JSON file' in capsys.readouterr().err
+
+
+def test_training_time_leaves_out_the_pause_of_a_resumed_run(tmp_path):
+    """A resumed run writes a second event file; the time between the two sessions is not training."""
+    for start, end, suffix in ((1000.0, 1600.0, '.a'), (5000.0, 5300.0, '.b')):  # 10 minutes, a pause, 5 minutes
+        with SummaryWriter(str(tmp_path), filename_suffix=suffix) as writer:
+            writer.add_scalar('loss', 1.0, 0, walltime=start)
+            writer.add_scalar('loss', 0.5, 1, walltime=end)
+    tool = load_tool('learning_curve')
+    segments = tool.training_segments(tmp_path)
+    assert segments == [(1000.0, 1600.0), (5000.0, 5300.0)]
+    assert tool.training_minutes(segments, 1300.0) == 5.0  # in the first session
+    assert tool.training_minutes(segments, 5300.0) == 15.0  # 10 + 5, not the 71 minutes since the start
+    with pytest.raises(tool.CLIError, match='no TensorBoard events'):
+        tool.training_segments(tmp_path / 'empty')

@@ -8,7 +8,8 @@ and a PNG plot.
     python tools/learning_curve.py RUN_DIR --data_root DATA --sets SynthWords SynthScene/mixed   # some sets only
 
 Training time of a snapshot = its file time minus the run's first TensorBoard event (so it includes validation
-and checkpointing, as a user waiting for the run sees it). Several runs: a table and CSV per run
+and checkpointing, as a user waiting for the run sees it), less the pauses of a resumed run (from one event file's
+last event to the next file's first). Several runs: a table and CSV per run
 (``PREFIX.RUN_NAME.md``/``.csv``) and one plot of them all (``PREFIX.png``). Each snapshot's results are kept beside it
 (``step=N.ckpt.test.json``) and reused, so the command can run while training goes on and only tests new snapshots.
 """
@@ -17,16 +18,36 @@ import csv
 import json
 import re
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 from _cli import ArgumentParser, CLIError, run_cli
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 
-def run_start(run_dir: Path) -> float:
-    ea = EventAccumulator(str(run_dir))
-    ea.Reload()
-    return min(e.wall_time for tag in ea.Tags()['scalars'] for e in ea.Scalars(tag))
+def training_segments(run_dir: Path) -> List[Tuple[float, float]]:
+    """(first, last) event time of each of the run's sessions: a resumed run writes a new event file."""
+    segments = []
+    for path in run_dir.glob('events.out.tfevents.*'):
+        ea = EventAccumulator(str(path))
+        ea.Reload()
+        times = [e.wall_time for tag in ea.Tags()['scalars'] for e in ea.Scalars(tag)]
+        if times:
+            segments.append((min(times), max(times)))
+    if not segments:
+        raise CLIError(f"no TensorBoard events in {run_dir}: the run's start is unknown")
+    return sorted(segments)
+
+
+def training_minutes(segments: List[Tuple[float, float]], t: float) -> float:
+    """Minutes of training up to time t: the sessions before t's whole (to their last event), t's own up to t."""
+    seconds = 0.0
+    for i, (start, end) in enumerate(segments):
+        if i + 1 < len(segments) and t >= segments[i + 1][0]:
+            seconds += end - start
+        else:
+            seconds += t - start
+            break
+    return seconds / 60
 
 
 def evaluate(ckpt: Path, data_root: str, batch_size: int, openai_meanstd: bool, sets: Optional[List[str]]) -> dict:
@@ -58,13 +79,13 @@ def curve(
     snapshots = sorted(steps_dir.glob('step=*.ckpt'), key=lambda p: int(re.search(r'step=(\d+)', p.name).group(1)))
     if not snapshots:
         raise CLIError(f'no snapshots in {steps_dir} (train with checkpoint_every_n_steps)')
-    start = run_start(run_dir)
+    segments = training_segments(run_dir)
     rows = []
     for ckpt in snapshots:
         results = evaluate(ckpt, data_root, batch_size, openai_meanstd, sets)
         row = {
             'step': int(re.search(r'step=(\d+)', ckpt.name).group(1)),
-            'minutes': (ckpt.stat().st_mtime - start) / 60,
+            'minutes': training_minutes(segments, ckpt.stat().st_mtime),
         }
         for name, m in results.items():
             row[f'{name} acc. %'], row[f'{name} 1-NED %'] = m['accuracy'], m['one_minus_ned']
