@@ -19,10 +19,11 @@ from _cli import CLIError, resolve_checkpoint
 REPO = Path(__file__).resolve().parents[1]
 NAME = 'clip4str-tiny'
 # Word accuracy the shipped model must keep on 200 freshly rendered test-set samples (measured: 90% with the 21
-# font families of the development machine, as the previous model; the one before it read 87.5%, and 90% with
-# DejaVu and Pillow's font alone, a fresh machine's fonts; see test_reads_rendered_words): below what
-# strhub/pretrained/README.md reports on the full synthetic test sets, so that a machine with other fonts (a fresh
-# machine has only DejaVu and Pillow's font) passes, while a broken or untrained model cannot.
+# font families of the development machine, as for the previous model, which had read 87.5% with an earlier
+# machine's fonts and 90% with DejaVu and Pillow's font alone, a fresh machine's fonts; see
+# test_reads_rendered_words): below what strhub/pretrained/README.md reports on the full synthetic test sets, so
+# that a machine with other fonts (a fresh machine has only DejaVu and Pillow's font) passes, while a broken or
+# untrained model cannot.
 MIN_ACCURACY = 0.8
 # Of 240 freshly rendered SynthScene samples (20 per category) the shipped model reads 80.4% with the development
 # machine's fonts (the previous model 79.6%, and 84.6% with DejaVu alone): a bar below both, far above a model
