@@ -72,6 +72,18 @@ def test_scene_options():
     rng = np.random.default_rng(0)
     hits = [mix.magnitude('blur', rng) for _ in range(2000)]
     assert 0.15 < np.mean([m > 0 for m in hits]) < 0.25 and max(hits) <= 0.5
+    # shares of their own: the named variations follow theirs, the rest the common one; the draws are the same
+    weighted = SceneOptions.uniform(1, share=0.1, shares={'curve': 0.6, 'dark': 0.0})
+    a, b = np.random.default_rng(1), np.random.default_rng(1)
+    curves = [weighted.magnitude('curve', a) for _ in range(2000)]
+    assert 0.55 < np.mean([m > 0 for m in curves]) < 0.65
+    assert [m > 0 for m in curves] == [SceneOptions(curve=1, share=0.6).magnitude('curve', b) > 0 for _ in range(2000)]
+    assert 0.07 < np.mean([weighted.magnitude('blur', rng) > 0 for _ in range(2000)]) < 0.13
+    assert not any(weighted.chance('dark', rng) for _ in range(500))
+    with pytest.raises(ValueError, match=r"no scene variation \['curved'\]"):
+        SceneOptions.uniform(1, shares={'curved': 0.2})
+    with pytest.raises(ValueError, match='within 0..1'):
+        SceneOptions.uniform(1, shares={'curve': 2})
 
 
 @pytest.mark.parametrize('charset', sorted(CHARSETS))
@@ -142,7 +154,8 @@ def test_training_scene_and_cli(tmp_path, capsys):
     assert tool.main(argv) == 0
     assert 'test/SynthScene/mixed' in capsys.readouterr().out
     meta = json.loads((tmp_path / 'd/meta.json').read_text())
-    assert meta['scene']['curve'] == 0.5 and meta['scene']['share'] == 0.5
+    assert meta['scene']['curve'] == 0.5 and meta['scene']['share'] == 0.5 and 'shares' not in meta['scene']
+    uniform = read_lmdb(tmp_path / 'd/train/synthetic/000')
     plain = make_dataset(tmp_path / 'p', 8, 2, 2, workers=1, fonts=TWO_FONTS[:1], progress=False)
     assert 'scene' not in plain and 'scene_tests' not in plain
     scene = make_dataset(tmp_path / 's', 8, 2, 2, workers=1, fonts=TWO_FONTS[:1], progress=False, scene=0.5)
@@ -154,6 +167,19 @@ def test_training_scene_and_cli(tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         run_cli(tool.main, [*argv[:2], '--scene', '2'], prog='make_synthetic_dataset.py')
     assert e.value.code == 2 and '--scene must be within 0..1' in capsys.readouterr().err
+    # shares of their own: recorded in meta.json; a wrong name, value or one without --scene is refused, naming it
+    assert tool.main([*argv, '--overwrite', '--scene_shares', 'curve=0.9', 'codes=0']) == 0
+    assert json.loads((tmp_path / 'd/meta.json').read_text())['scene']['shares'] == {'curve': 0.9, 'codes': 0.0}
+    assert read_lmdb(tmp_path / 'd/train/synthetic/000') != uniform
+    for bad, message in [
+        (['--scene', '1', '--scene_shares', 'curved=0.2'], "--scene_shares curved=0.2: no variation 'curved'"),
+        (['--scene', '1', '--scene_shares', 'curve=lots'], "--scene_shares curve=lots: 'lots' is not a number"),
+        (['--scene', '1', '--scene_shares', 'curve=1.5'], '--scene_shares curve=1.5: the share must be within 0..1'),
+        (['--scene_shares', 'curve=0.5'], '--scene_shares needs --scene'),
+    ]:
+        with pytest.raises(SystemExit) as e:
+            run_cli(tool.main, [*argv[:2], *bad], prog='make_synthetic_dataset.py')
+        assert e.value.code == 2 and message in capsys.readouterr().err, bad
 
 
 def test_heldout_samples_of_scene_sets(monkeypatch):

@@ -9,6 +9,9 @@ Example::
     python tools/make_synthetic_dataset.py --list_scripts                          # which scripts the fonts cover
     # scene-like training data (each variation at strength 0.8 on a quarter of the samples) and the SynthScene tests
     python tools/make_synthetic_dataset.py --out data/scene --scene 0.8 --scene_tests
+    # ... each on 8% of the samples, but curved text on 18% and occlusion on 12%
+    python tools/make_synthetic_dataset.py --out data/scene --scene 1 --scene_share 0.08 \
+        --scene_shares curve=0.18 occlusion=0.12
     # mixed-case Latin and Greek (or a charset file, or the characters), English and Greek words
     python tools/make_synthetic_dataset.py --out data/greek --charset 125_latin-greek \
         --words strhub/data/wordlist.txt strhub/data/wordlist_el.txt
@@ -20,13 +23,14 @@ and Pillow/NumPy versions), whatever ``--workers``.
 import argparse
 import os
 from pathlib import Path
-from typing import List, Optional
+from typing import Dict, List, Optional
 
 from _cli import ArgumentParser, CLIError, charset_arg, run_cli
 
 from strhub.data.charsets import CHARSETS
 from strhub.data.synthetic import list_fonts, make_dataset, split_fonts
 from strhub.data.synthetic.fonts import script_coverage
+from strhub.data.synthetic.scene import CHANCE_VARIATIONS, IMAGE_VARIATIONS
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
@@ -59,6 +63,14 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
         'low resolution, blur, JPEG, spacing, capitals, codes, long words) in train/val (default 0: none)',
     )
     p.add_argument('--scene_share', type=float, default=0.25, help='with --scene: share of samples per variation')
+    p.add_argument(
+        '--scene_shares',
+        nargs='+',
+        default=[],
+        metavar='NAME=SHARE',
+        help=f'with --scene: shares of their own for some variations, e.g. curve=0.2 occlusion=0.12 (names: '
+        f'{", ".join(IMAGE_VARIATIONS + CHANCE_VARIATIONS)})',
+    )
     p.add_argument('--scene_tests', action='store_true', help='also write the test sets test/SynthScene/*')
     p.add_argument('--fonts_dir', help=f'extra font folder(s), {os.pathsep!r}-separated (also $STRHUB_FONTS_DIR)')
     p.add_argument('--no_system_fonts', action='store_true', help='only --fonts_dir fonts and Pillow built-in')
@@ -75,6 +87,9 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     for name in ('difficulty', 'scene', 'scene_share'):
         if not 0 <= getattr(args, name) <= 1:
             p.error(f'--{name} must be within 0..1')
+    args.scene_shares = _shares(p, args.scene_shares)
+    if args.scene_shares and not args.scene:
+        p.error('--scene_shares needs --scene (the strength of the variations)')
     if min(args.num_train, args.num_val, args.num_test) < 0 or args.shard_size < 1:
         p.error('counts must be >= 0 and --shard_size >= 1')
     if args.charset not in CHARSETS:  # a name stays a name (meta.json records it)
@@ -83,6 +98,22 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
         if not Path(f).is_file():
             p.error(f'--words {f}: no such file')
     return args
+
+
+def _shares(p: ArgumentParser, items: List[str]) -> Dict[str, float]:
+    names = IMAGE_VARIATIONS + CHANCE_VARIATIONS
+    shares = {}
+    for item in items:
+        name, _, value = item.partition('=')
+        if name not in names:
+            p.error(f'--scene_shares {item}: no variation {name!r} (one of {", ".join(names)})')
+        try:
+            shares[name] = float(value)
+        except ValueError:
+            p.error(f'--scene_shares {item}: {value!r} is not a number')
+        if not 0 <= shares[name] <= 1:
+            p.error(f'--scene_shares {item}: the share must be within 0..1')
+    return shares
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -126,6 +157,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             words=args.words,
             scene=args.scene,
             scene_share=args.scene_share,
+            scene_shares=args.scene_shares,
             scene_tests=args.scene_tests,
         )
     except (FileExistsError, ValueError) as e:  # ValueError: no word of the lists fits the charset

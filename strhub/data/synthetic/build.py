@@ -9,7 +9,7 @@ import time
 import zlib
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Dict, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 from PIL import Image
@@ -144,6 +144,7 @@ def make_dataset(
     words: Optional[Sequence[Union[str, Path]]] = None,
     scene: float = 0.0,
     scene_share: float = 0.25,
+    scene_shares: Optional[Mapping[str, float]] = None,
     scene_tests: bool = False,
 ) -> Dict:
     """Generates the synthetic dataset under ``out_dir`` (layout in :mod:`strhub.data.synthetic`).
@@ -167,6 +168,8 @@ def make_dataset(
         scene: strength 0..1 of every scene-like variation in the training and validation samples (0: none, the
             samples are then those of a dataset made without the option); see :class:`SceneOptions`.
         scene_share: with ``scene``, the share of samples each variation is applied to.
+        scene_shares: with ``scene``, shares of their own for some variations, e.g. ``{'curve': 0.2}`` (names:
+            ``IMAGE_VARIATIONS`` and ``CHANCE_VARIATIONS`` of :mod:`~strhub.data.synthetic.scene`).
         scene_tests: also write the scene test sets ``test/SynthScene/*`` (``SCENE_TESTS``), ``num_test`` each.
 
     Returns:
@@ -174,6 +177,8 @@ def make_dataset(
     """
     t0 = time.time()
     out = Path(out_dir)
+    # Built (and so checked) before anything is written or removed.
+    training_scene = SceneOptions.uniform(scene, scene_share, scene_shares) if scene > 0 else None
     charset_str = CHARSETS.get(charset, charset)
     fonts = list(fonts) if fonts is not None else list_fonts(charset_str, fonts_dir, system_fonts)
     train_fonts, held_fonts = split_fonts(fonts, font_holdout)
@@ -189,7 +194,6 @@ def make_dataset(
     for t in existing:
         shutil.rmtree(t) if t.is_dir() else t.unlink()
 
-    training_scene = SceneOptions.uniform(scene, scene_share) if scene > 0 else None
     cfg = _Config(
         seed=seed,
         difficulty=difficulty,
@@ -238,7 +242,7 @@ def make_dataset(
         'versions': {'pillow': Image.__version__, 'numpy': np.__version__},
     }
     if training_scene:  # recorded only when used, so that meta.json without them is as before
-        meta['scene'] = asdict(training_scene)
+        meta['scene'] = {k: v for k, v in asdict(training_scene).items() if v or k != 'shares'}
     if scene_tests:
         meta['scene_tests'] = {s: {k: v for k, v in asdict(o).items() if v} for s, o in SCENE_TESTS.items()}
     out.mkdir(parents=True, exist_ok=True)

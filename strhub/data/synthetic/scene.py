@@ -2,8 +2,8 @@
 low resolution, blur, JPEG, letter spacing, capitals, codes, long words), their strengths and the test sets that
 measure each: what the real benchmarks (CUTE80, SVTP, IC15, HOST/WOST) stress and clean renders do not."""
 
-from dataclasses import asdict, dataclass, fields
-from typing import Dict, Optional
+from dataclasses import dataclass, field, fields
+from typing import Dict, Mapping, Optional
 
 import numpy as np
 
@@ -17,8 +17,10 @@ class SceneOptions:
 
     An image variation (``IMAGE_VARIATIONS``) is applied to a sample with probability ``share``, at a magnitude
     drawn from ``strength * U(0.4, 1)``; the others (light text on a dark background, all-caps or mixed-case words,
-    alphanumeric codes, words of 12-15 characters) with probability ``share * strength``. A variation of strength 0
-    draws nothing from the sample's rng, so that with all strengths 0 every sample is the one rendered without them.
+    alphanumeric codes, words of 12-15 characters) with probability ``share * strength``. ``shares`` gives some
+    variations a share of their own (a training mix weighted to the hardest ones). A variation of strength 0 draws
+    nothing from the sample's rng, so that with all strengths 0 every sample is the one rendered without them; the
+    shares change which samples have a variation, not the draws.
     """
 
     curve: float = 0.0
@@ -34,28 +36,39 @@ class SceneOptions:
     codes: float = 0.0
     long: float = 0.0
     share: float = 1.0
+    shares: Mapping[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        bad = {k: v for k, v in asdict(self).items() if not 0 <= v <= 1}
+        values = {f.name: getattr(self, f.name) for f in fields(self) if f.name != 'shares'}
+        bad = {k: v for k, v in {**values, **self.shares}.items() if not 0 <= v <= 1}
         if bad:
-            raise ValueError(f'scene strengths and share must be within 0..1, got {bad}')
+            raise ValueError(f'scene strengths and shares must be within 0..1, got {bad}')
+        unknown = sorted(set(self.shares) - set(IMAGE_VARIATIONS + CHANCE_VARIATIONS))
+        if unknown:
+            raise ValueError(f'no scene variation {unknown}: one of {", ".join(IMAGE_VARIATIONS + CHANCE_VARIATIONS)}')
 
     @classmethod
-    def uniform(cls, strength: float, share: float = 0.25) -> 'SceneOptions':
-        """Every variation at ``strength``, each applied to a ``share`` of the samples (a training mix)."""
-        return cls(**{f.name: strength for f in fields(cls) if f.name != 'share'}, share=share)
+    def uniform(
+        cls, strength: float, share: float = 0.25, shares: Optional[Mapping[str, float]] = None
+    ) -> 'SceneOptions':
+        """Every variation at ``strength``, each applied to a ``share`` of the samples (or its own, ``shares``)."""
+        names = IMAGE_VARIATIONS + CHANCE_VARIATIONS
+        return cls(**dict.fromkeys(names, strength), share=share, shares=dict(shares or {}))
+
+    def share_of(self, name: str) -> float:
+        return self.shares.get(name, self.share)
 
     def magnitude(self, name: str, rng: np.random.Generator) -> float:
         """The magnitude of image variation ``name`` for one sample: 0 (not applied) or up to its strength."""
         strength = getattr(self, name)
-        if strength <= 0 or rng.random() >= self.share:
+        if strength <= 0 or rng.random() >= self.share_of(name):
             return 0.0
         return strength * rng.uniform(0.4, 1)
 
     def chance(self, name: str, rng: np.random.Generator) -> bool:
         """Whether one sample has variation ``name`` of ``CHANCE_VARIATIONS``."""
         strength = getattr(self, name)
-        return strength > 0 and rng.random() < self.share * strength
+        return strength > 0 and rng.random() < self.share_of(name) * strength
 
     def label_kind(self, rng: np.random.Generator) -> Optional[str]:
         """'codes', 'long', 'caps' or None (an ordinary label); codes and long words win over capitals."""
