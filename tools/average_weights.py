@@ -10,7 +10,7 @@ Weights are one per checkpoint, >= 0, summing to 1 (default: equal); hyper-param
 How the shipped clip4str-tiny was made (scripts/tiny_benchmark.sh):
 
     python tools/average_weights.py "runs/tiny/checkpoints/steps/step=8000.ckpt" \\
-        "runs/tiny_clean/checkpoints/steps/step=30000.ckpt" --weights 0.7 0.3 --out runs/tiny/blend.ckpt
+        "runs/tiny_clean/checkpoints/steps/step=30000.ckpt" --weights 0.8 0.2 --out runs/tiny/blend.ckpt
 """
 
 from pathlib import Path
