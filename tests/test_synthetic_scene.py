@@ -171,6 +171,9 @@ def test_training_scene_and_cli(tmp_path, capsys):
     assert tool.main([*argv, '--overwrite', '--scene_shares', 'curve=0.9', 'codes=0']) == 0
     assert json.loads((tmp_path / 'd/meta.json').read_text())['scene']['shares'] == {'curve': 0.9, 'codes': 0.0}
     assert read_lmdb(tmp_path / 'd/train/synthetic/000') != uniform
+    with pytest.raises(ValueError, match='need scene > 0'):
+        make_dataset(tmp_path / 'n', 2, 0, 0, workers=1, fonts=TWO_FONTS[:1], progress=False, scene_shares={'curve': 1})
+    assert not (tmp_path / 'n').exists()
     for bad, message in [
         (['--scene', '1', '--scene_shares', 'curved=0.2'], "--scene_shares curved=0.2: no variation 'curved'"),
         (['--scene', '1', '--scene_shares', 'curve=lots'], "--scene_shares curve=lots: 'lots' is not a number"),

@@ -178,6 +178,8 @@ def make_dataset(
     t0 = time.time()
     out = Path(out_dir)
     # Built (and so checked) before anything is written or removed.
+    if scene_shares and scene <= 0:
+        raise ValueError(f'scene_shares {dict(scene_shares)} need scene > 0 (the strength of the variations)')
     training_scene = SceneOptions.uniform(scene, scene_share, scene_shares) if scene > 0 else None
     charset_str = CHARSETS.get(charset, charset)
     fonts = list(fonts) if fonts is not None else list_fonts(charset_str, fonts_dir, system_fonts)
