@@ -30,7 +30,7 @@ from _cli import ArgumentParser, CLIError, charset_arg, run_cli
 from strhub.data.charsets import CHARSETS
 from strhub.data.synthetic import list_fonts, make_dataset, split_fonts
 from strhub.data.synthetic.fonts import script_coverage
-from strhub.data.synthetic.scene import CHANCE_VARIATIONS, IMAGE_VARIATIONS
+from strhub.data.synthetic.scene import VARIATIONS
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
@@ -69,7 +69,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
         default=[],
         metavar='NAME=SHARE',
         help=f'with --scene: shares of their own for some variations, e.g. curve=0.2 occlusion=0.12 (names: '
-        f'{", ".join(IMAGE_VARIATIONS + CHANCE_VARIATIONS)})',
+        f'{", ".join(VARIATIONS)})',
     )
     p.add_argument('--scene_tests', action='store_true', help='also write the test sets test/SynthScene/*')
     p.add_argument('--fonts_dir', help=f'extra font folder(s), {os.pathsep!r}-separated (also $STRHUB_FONTS_DIR)')
@@ -101,12 +101,11 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
 
 
 def _shares(p: ArgumentParser, items: List[str]) -> Dict[str, float]:
-    names = IMAGE_VARIATIONS + CHANCE_VARIATIONS
     shares = {}
     for item in items:
         name, _, value = item.partition('=')
-        if name not in names:
-            p.error(f'--scene_shares {item}: no variation {name!r} (one of {", ".join(names)})')
+        if name not in VARIATIONS:
+            p.error(f'--scene_shares {item}: no variation {name!r} (one of {", ".join(VARIATIONS)})')
         try:
             shares[name] = float(value)
         except ValueError:

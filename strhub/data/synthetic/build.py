@@ -169,7 +169,7 @@ def make_dataset(
             samples are then those of a dataset made without the option); see :class:`SceneOptions`.
         scene_share: with ``scene``, the share of samples each variation is applied to.
         scene_shares: with ``scene``, shares of their own for some variations, e.g. ``{'curve': 0.2}`` (names:
-            ``IMAGE_VARIATIONS`` and ``CHANCE_VARIATIONS`` of :mod:`~strhub.data.synthetic.scene`).
+            ``VARIATIONS`` of :mod:`~strhub.data.synthetic.scene`).
         scene_tests: also write the scene test sets ``test/SynthScene/*`` (``SCENE_TESTS``), ``num_test`` each.
 
     Returns:

@@ -9,6 +9,7 @@ import numpy as np
 
 IMAGE_VARIATIONS = ('curve', 'perspective', 'occlusion', 'background', 'lowres', 'blur', 'jpeg', 'spacing')
 CHANCE_VARIATIONS = ('dark', 'caps', 'codes', 'long')  # a sample has them or not: the strength is a probability
+VARIATIONS = IMAGE_VARIATIONS + CHANCE_VARIATIONS  # the names a strength, or a share of its own, is given for
 
 
 @dataclass(frozen=True)
@@ -43,17 +44,16 @@ class SceneOptions:
         bad = {k: v for k, v in {**values, **self.shares}.items() if not 0 <= v <= 1}
         if bad:
             raise ValueError(f'scene strengths and shares must be within 0..1, got {bad}')
-        unknown = sorted(set(self.shares) - set(IMAGE_VARIATIONS + CHANCE_VARIATIONS))
+        unknown = sorted(set(self.shares) - set(VARIATIONS))
         if unknown:
-            raise ValueError(f'no scene variation {unknown}: one of {", ".join(IMAGE_VARIATIONS + CHANCE_VARIATIONS)}')
+            raise ValueError(f'no scene variation {unknown}: one of {", ".join(VARIATIONS)}')
 
     @classmethod
     def uniform(
         cls, strength: float, share: float = 0.25, shares: Optional[Mapping[str, float]] = None
     ) -> 'SceneOptions':
         """Every variation at ``strength``, each applied to a ``share`` of the samples (or its own, ``shares``)."""
-        names = IMAGE_VARIATIONS + CHANCE_VARIATIONS
-        return cls(**dict.fromkeys(names, strength), share=share, shares=dict(shares or {}))
+        return cls(**dict.fromkeys(VARIATIONS, strength), share=share, shares=dict(shares or {}))
 
     def share_of(self, name: str) -> float:
         return self.shares.get(name, self.share)
