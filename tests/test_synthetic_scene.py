@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from strhub.data.synthetic import SCENE_TESTS, SceneOptions, label_sampler, make_dataset, render_word
-from strhub.data.synthetic import build
+from strhub.data.synthetic import build, effects
 from strhub.data.synthetic.build import render_sample
 from strhub.data.synthetic.scene import CHANCE_VARIATIONS, IMAGE_VARIATIONS
 from strhub.data.test_sets import plan_test_sets
@@ -62,6 +62,22 @@ def test_each_variation_changes_the_image(variation):
         assert plain.size != varied.size or plain.tobytes() != varied.tobytes(), (variation, seed)
         zero = render_word('Variation', np.random.default_rng(seed), fonts, scene=SceneOptions(**{variation: 0.0}))
         assert zero.tobytes() == plain.tobytes()
+
+
+def test_tilt_keeps_the_canvas_in_front_of_the_camera():
+    # A one-letter word on its canvas's wide margins (the case that once rendered a multi-gigabyte image): turned
+    # far, a corner of the canvas came to or behind the camera and was magnified without bound or mirrored.
+    corners = np.array([[0, 0], [59, 0], [59, 65], [0, 65]], float)
+    centre = corners.mean(0)
+    for seed in range(2000):
+        h = effects.tilt(np.random.default_rng(seed), 1.0, centre, 22, 28, corners)
+        p = np.c_[corners, np.ones(4)] @ h.T
+        assert (p[:, 2] > 0).all(), seed
+        extent = np.ptp(p[:, :2] / p[:, 2:], axis=0)
+        assert (extent < 8 * 65).all(), (seed, extent)
+    # Without points, the homography is the one drawn (the images of existing datasets stay as they were).
+    free = effects.tilt(np.random.default_rng(0), 1.0, centre, 400, 28)
+    assert np.allclose(free, effects.tilt(np.random.default_rng(0), 1.0, centre, 400, 28, corners))
 
 
 def test_scene_options():

@@ -2,7 +2,7 @@
 and a magnitude ``m`` in (0, 1] and is called only for a sample that has the variation."""
 
 import io
-from typing import List, Tuple
+from typing import List, Optional, Tuple
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
@@ -73,16 +73,27 @@ def curve(masks: List[Image.Image], box: Tuple, rng: np.random.Generator, m: flo
     return out, (*line.min(0), *line.max(0))
 
 
-def tilt(rng: np.random.Generator, m: float, centre: np.ndarray, length: float, th: float) -> np.ndarray:
+def tilt(
+    rng: np.random.Generator,
+    m: float,
+    centre: np.ndarray,
+    length: float,
+    th: float,
+    points: Optional[np.ndarray] = None,
+) -> np.ndarray:
     """A 3x3 homography about ``centre``: the text plane turned away from the camera (yaw, pitch) and rolled in the
     image plane, as SVTP's side views (``length``, ``th``: the text line's size); less roll for long text, whose crop
-    would otherwise be mostly background."""
+    would otherwise be mostly background. ``points`` (N, 2), e.g. the corners of the canvas being warped, stay in front
+    of the camera: the focal length grows where one would come within a quarter of it (short words on wide margins,
+    turned far), which would otherwise magnify it without bound (an image of gigabytes) or mirror it."""
     yaw, pitch = np.deg2rad(rng.uniform(-1, 1) * 55 * m), np.deg2rad(rng.uniform(-1, 1) * 25 * m)
     roll = np.deg2rad(rng.uniform(-1, 1) * 20 * m * min(1.0, 4 * th / max(length, 1)) ** 0.5)
     cy, sy, cp, sp, cr, sr = np.cos(yaw), np.sin(yaw), np.cos(pitch), np.sin(pitch), np.cos(roll), np.sin(roll)
     rot = np.array([[cy, 0, sy], [0, 1, 0], [-sy, 0, cy]]) @ np.array([[1, 0, 0], [0, cp, -sp], [0, sp, cp]])
     rot = rot @ np.array([[cr, -sr, 0], [sr, cr, 0], [0, 0, 1]])
     f = rng.uniform(1.2, 2) * max(length, th)  # focal length: nearer (stronger foreshortening) for a smaller f
+    if points is not None:  # depth of a point: f + rot[2, :2] . (p - centre) >= f / 4
+        f = max(f, -4 / 3 * float(np.min((points - centre) @ rot[2, :2])))
     proj = np.diag([f, f, 1.0]) @ np.c_[rot[:, :2], [0, 0, f]]
     shift = np.array([[1, 0, centre[0]], [0, 1, centre[1]], [0, 0, 1]])
     unshift = np.array([[1, 0, -centre[0]], [0, 1, -centre[1]], [0, 0, 1]])

@@ -131,7 +131,7 @@ def _warp(
     c = np.array([w / 2, h / 2])
     dst = (src - c) @ (rot @ shear @ stretch).T + c + rng.uniform(-0.35, 0.35, (4, 2)) * d * th
     if tilt > 0:
-        dst = _apply(effects.tilt(rng, tilt, c, x1 - x0, th), dst)
+        dst = _apply(effects.tilt(rng, tilt, c, x1 - x0, th, dst), dst)
     dst -= dst.min(0)
     fwd = _homography(src, dst)
     inv = np.linalg.inv(fwd)
