@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Generates the built-in synthetic STR dataset (LMDBs) with the fonts found on this machine.
+r"""Generates the built-in synthetic STR dataset (LMDBs) with the fonts found on this machine.
 
 Example::
 
