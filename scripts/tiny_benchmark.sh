@@ -8,10 +8,10 @@
 #      variation, so clean text stays in the mix), and +experiment=clip4str-tiny-scene from that snapshot (at 1.5x
 #      its peak learning rate), 8,000 steps (33-43 minutes on the EPYC), blended 0.8 x stage 2 + 0.2 x stage 1
 #      (tools/average_weights.py);
-#   3. the same renders again: +experiment=clip4str-tiny-scene-stage3 from the blend, 16,000 steps (51 minutes on a
-#      2-core Intel Xeon with AMX, about 75 on the EPYC), exported alone (float16): $run3/clip4str_tiny.ckpt, what
-#      strhub/pretrained/clip4str_tiny.ckpt is. All three take about 230 minutes on the EPYC: over the 150 of the
-#      issue's budget (docs/tiny_model_history.md).
+#   3. the same renders again: +experiment=clip4str-tiny-scene-stage3 from the blend, 16,000 steps (50 minutes on a
+#      2-core Intel Xeon with AMX, 67-86 at the EPYC's speed), exported alone (float16): $run3/clip4str_tiny.ckpt,
+#      what strhub/pretrained/clip4str_tiny.ckpt is. All three take about 215-243 minutes on the EPYC: over the 150 of
+#      the budget (docs/tiny_model_history.md).
 # Rendering takes about 15 + 11 minutes.
 #   bash scripts/tiny_benchmark.sh [extra train.py overrides for stage 3]
 #   BENCH_CLEAN=data/synthetic1m BENCH_CLEAN_RUN=runs/tiny_clean BENCH_DATA=data/sceneft8 BENCH_RUN=runs/tiny
