@@ -91,19 +91,19 @@ def wait_for_checkpoint(proc, ckpt, min_step):
     raise AssertionError(f'the run ended (rc {proc.poll()}) before {ckpt} reached step {min_step}')
 
 
-def interrupt_after_checkpoint(run_dir, *overrides, min_step=1):
-    """Starts a run and stops it with Ctrl-C once last.ckpt of step >= ``min_step`` is completely written; returns
-    that checkpoint, the step it had then, and the run's output."""
+def interrupt_after_checkpoint(run_dir, *overrides, min_step=1, sig=signal.SIGINT):
+    """Starts a run and stops it with ``sig`` (Ctrl-C) once last.ckpt of step >= ``min_step`` is completely written;
+    returns that checkpoint, the step it had then, the run's output and its exit status."""
     ckpt, log = run_dir / 'checkpoints' / 'last.ckpt', run_dir.with_name(run_dir.name + '.log')
     with open(log, 'w') as out:
         proc = start_train(run_dir, *overrides, log=out)
         try:
             step = wait_for_checkpoint(proc, ckpt, min_step)
-            proc.send_signal(signal.SIGINT)
+            proc.send_signal(sig)
             proc.wait(timeout=120)
         finally:
             proc.kill()
-    return ckpt, step, log.read_text()
+    return ckpt, step, log.read_text(), proc.returncode
 
 
 def test_interrupted_run_resumes_exactly_and_checkpoint_round_trips(tmp_path, synthetic_root, compose_config):
@@ -120,7 +120,8 @@ def test_interrupted_run_resumes_exactly_and_checkpoint_round_trips(tmp_path, sy
     reference = torch.load(full / 'checkpoints' / 'last.ckpt', weights_only=False)
     # The same run stopped with Ctrl-C after its second validation. The tiny model's accuracy does not improve by
     # then, so this also checks that last.ckpt follows every validation, not only new best ones.
-    ckpt, validated, output = interrupt_after_checkpoint(tmp_path / 'half', *args, min_step=8)
+    ckpt, validated, output, status = interrupt_after_checkpoint(tmp_path / 'half', *args, min_step=8)
+    assert status != 0, output[-2000:]  # a script running it (`set -e`) stops there
     # Ctrl-C saved last.ckpt at the end of the step it came in: the steps since that validation are kept.
     step = torch.load(ckpt, weights_only=False)['global_step']
     assert validated >= 8 and validated < step < 60, (validated, step)
@@ -154,6 +155,18 @@ def test_interrupted_run_resumes_exactly_and_checkpoint_round_trips(tmp_path, sy
         proc.stderr[-2000:]
     )
     assert 'Traceback' not in proc.stderr
+
+
+def test_sigterm_ends_the_run_with_a_failing_status(tmp_path, synthetic_root):
+    # Lightning stops at the end of a step on SIGTERM (kill, a scheduler's time limit) and used to exit with status 0:
+    # a training script went on to its next stage with the half-trained model. 143: ended by SIGTERM.
+    args = (f'data.root_dir={synthetic_root}', 'trainer.max_steps=200', 'trainer.max_epochs=40')
+    ckpt, _, output, status = interrupt_after_checkpoint(
+        tmp_path / 'run', *args, 'trainer.val_check_interval=4', sig=signal.SIGTERM
+    )
+    assert status == 128 + signal.SIGTERM, output[-2000:]
+    assert 'stopped by SIGTERM at step' in output and str(ckpt) in output, output[-2000:]
+    assert torch.load(ckpt, weights_only=False)['global_step'] < 200
 
 
 def test_fails_fast_on_missing_paths(tmp_path, synthetic_root):

@@ -1,6 +1,8 @@
 """What ``tools/train.py`` runs: the trainer set-up from the Hydra config, then fit."""
 
 import math
+import signal
+import sys
 import warnings
 from pathlib import Path
 
@@ -12,6 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
 from pytorch_lightning.loggers import TensorBoardLogger
 from pytorch_lightning.strategies import DDPStrategy
+from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from .checkpointing import AtomicCheckpointIO, ScheduleCheck, StopOnInterrupt, remove_partial_checkpoints
 from .checks import TrainingSetupError, check_paths, check_values, choose_run_dir
@@ -144,7 +147,18 @@ def run_training(config: DictConfig, run_dir_given: bool = False) -> str:
     # SceneTextDataModule restores the position inside the epoch itself (its state_dict), which Lightning's
     # warning about mid-epoch checkpoints of non-resumable loaders does not know.
     warnings.filterwarnings('ignore', message="You're resuming from a checkpoint that ended before the epoch ended")
-    trainer.fit(model, datamodule=datamodule, ckpt_path=config.ckpt_path)
+    try:
+        trainer.fit(model, datamodule=datamodule, ckpt_path=config.ckpt_path)
+    except SIGTERMException:
+        # Lightning stops at a step boundary on SIGTERM and ends with exit status 0, so a script (`set -e`) went on to
+        # its next stage with a half-trained model; 143 is the status of a process ended by SIGTERM. Ctrl-C: 1.
+        if trainer.is_global_zero:
+            print(
+                f'stopped by SIGTERM at step {trainer.global_step}; resume from the last checkpoint, saved at the last '
+                f'validation: ckpt_path={last.dirpath}/last.ckpt',
+                file=sys.stderr,
+            )
+        raise SystemExit(128 + signal.SIGTERM) from None
     if trainer.state.status == 'finished':  # validation-time checkpoints may miss the last steps
         trainer.save_checkpoint(last.dirpath + '/last.ckpt')
     if trainer.is_global_zero:
