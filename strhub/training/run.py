@@ -126,6 +126,7 @@ def run_training(config: DictConfig, run_dir_given: bool = False) -> str:
         save_on_train_epoch_end=False,
         enable_version_counter=False,
     )
+    last_ckpt = Path(last.dirpath) / 'last.ckpt'
     callbacks = [checkpoint, last, LearningRateMonitor(logging_interval='step'), ScheduleCheck()]
     if config.checkpoint_every_n_steps:  # snapshots kept for learning curves
         callbacks.append(
@@ -136,7 +137,7 @@ def run_training(config: DictConfig, run_dir_given: bool = False) -> str:
                 filename='{step}',
             )
         )
-    callbacks.append(StopOnInterrupt(Path(last.dirpath) / 'last.ckpt'))
+    callbacks.append(StopOnInterrupt(last_ckpt))
     trainer = pl.Trainer(
         **kw,
         logger=TensorBoardLogger(str(run_dir), name='', version='.'),
@@ -155,12 +156,12 @@ def run_training(config: DictConfig, run_dir_given: bool = False) -> str:
         if trainer.is_global_zero:
             print(
                 f'stopped by SIGTERM at step {trainer.global_step}; resume from the last checkpoint, saved at the last '
-                f'validation: ckpt_path={last.dirpath}/last.ckpt',
+                f'validation: ckpt_path={last_ckpt}',
                 file=sys.stderr,
             )
         raise SystemExit(128 + signal.SIGTERM) from None
     if trainer.state.status == 'finished':  # validation-time checkpoints may miss the last steps
-        trainer.save_checkpoint(last.dirpath + '/last.ckpt')
+        trainer.save_checkpoint(last_ckpt)
     if trainer.is_global_zero:
         print(f'best checkpoint: {checkpoint.best_model_path or "-"} (val_accuracy {checkpoint.best_model_score})')
         print(f'last checkpoint: {last.best_model_path}')
