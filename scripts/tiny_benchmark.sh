@@ -2,8 +2,8 @@
 # The tiny model's CPU benchmark (README, "The tiny model on CPU"): how the shipped clip4str-tiny was made, in three
 # stages, then its learning curve, every test set and, with RAPIDOCR_PYTHON set to an interpreter that has rapidocr
 # (README), rapidocr's recogniser on the same sets and the two side by side.
-#   1. clean text: 1M clean renders, +experiment=clip4str-tiny on a 32,000-step schedule; its step-30,000 snapshot
-#      (115 minutes of a 2-core AMD EPYC; the schedule runs on to 32,000, as it did for the previous shipped model);
+#   1. clean text: 1M clean renders, +experiment=clip4str-tiny on a 32,000-step schedule, stopped at its step-30,000
+#      snapshot (stop_at_step; 115 minutes of a 2-core AMD EPYC);
 #   2. scene-like text: 520k renders with every scene-like variation, each on 8% of them (half have no image
 #      variation, so clean text stays in the mix), and +experiment=clip4str-tiny-scene from that snapshot (at 1.5x
 #      its peak learning rate), 8,000 steps (33-43 minutes on the EPYC), blended 0.8 x stage 2 + 0.2 x stage 1
@@ -27,7 +27,8 @@ python3 -m pip install -q -e '.[bench]'  # matplotlib for learning_curve.py's pl
 clean="${BENCH_CLEAN:-data/synthetic1m}"
 run1="${BENCH_CLEAN_RUN:-runs/tiny_clean}"
 clean_steps="${BENCH_CLEAN_STEPS:-32000}"
-stage1="${BENCH_STAGE1_CKPT:-$run1/checkpoints/steps/step=${BENCH_CLEAN_SNAPSHOT:-30000}.ckpt}"
+snapshot="${BENCH_CLEAN_SNAPSHOT:-30000}"
+stage1="${BENCH_STAGE1_CKPT:-$run1/checkpoints/steps/step=$snapshot.ckpt}"
 data="${BENCH_DATA:-data/sceneft8}"
 run="${BENCH_RUN:-runs/tiny}"
 steps="${BENCH_STEPS:-8000}"
@@ -42,7 +43,7 @@ if [ ! -f "$stage1" ]; then
     [ -f "$run1/checkpoints/last.ckpt" ] && resume=("ckpt_path='$run1/checkpoints/last.ckpt'")
     python3 tools/train.py +experiment=clip4str-tiny data.root_dir="$clean" trainer.max_epochs=1000 \
         trainer.max_steps="$clean_steps" trainer.val_check_interval=1000 checkpoint_every_n_steps=1000 \
-        hydra.run.dir="$run1" "${resume[@]}"
+        stop_at_step="$snapshot" hydra.run.dir="$run1" "${resume[@]}"
 fi
 if [ ! -f "$data/meta.json" ]; then
     # Every scene-like variation at full strength, each on 8% of the images (51% have no image variation), and the

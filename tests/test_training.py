@@ -157,6 +157,26 @@ def test_interrupted_run_resumes_exactly_and_checkpoint_round_trips(tmp_path, sy
     assert 'Traceback' not in proc.stderr
 
 
+def test_stop_at_step_keeps_the_schedule_and_resumes_exactly(tmp_path, synthetic_root):
+    # stop_at_step takes a snapshot of a longer schedule (the tiny model's stage 1) without training the rest: the run
+    # ends at that step with status 0, its learning-rate schedule planned for max_steps, and, resumed without the stop,
+    # ends exactly as the run that never stopped.
+    args = (f'data.root_dir={synthetic_root}', 'trainer.max_steps=14', 'trainer.val_check_interval=4')
+    run_train(tmp_path / 'full', *args)
+    reference = torch.load(tmp_path / 'full' / 'checkpoints' / 'last.ckpt', weights_only=False)
+    proc = run_train(tmp_path / 'stop', *args, 'stop_at_step=6', 'checkpoint_every_n_steps=3')
+    ckpt = tmp_path / 'stop' / 'checkpoints' / 'last.ckpt'
+    assert f'stop_at_step: stopped at step 6, saved {ckpt}' in proc.stdout, proc.stdout[-2000:]
+    stopped = torch.load(ckpt, weights_only=False)
+    assert stopped['global_step'] == 6 and stopped['lr_schedulers'][0]['total_steps'] == 14
+    assert sorted(p.name for p in (ckpt.parent / 'steps').iterdir()) == ['step=3.ckpt', 'step=6.ckpt']
+    run_train(tmp_path / 'stop', *args, f'ckpt_path={ckpt}')
+    resumed = torch.load(ckpt, weights_only=False)
+    assert resumed['global_step'] == reference['global_step'] == 14
+    for k, v in reference['state_dict'].items():
+        torch.testing.assert_close(resumed['state_dict'][k], v, msg=k)
+
+
 def test_sigterm_ends_the_run_with_a_failing_status(tmp_path, synthetic_root):
     # Lightning stops at the end of a step on SIGTERM (kill, a scheduler's time limit) and used to exit with status 0:
     # a training script went on to its next stage with the half-trained model. 143: ended by SIGTERM.

@@ -122,11 +122,13 @@ def test_broken_or_unsafe_checkpoints_are_refused_up_front(tmp_path):
         ('seed=-1', 'seed=-1 must be an integer from 0 to 4294967295'),
         ('trust_checkpoint=no', "trust_checkpoint='no' must be true or false"),
         ('data.augment=1', 'data.augment=1 must be true or false'),
+        ('stop_at_step=0', 'stop_at_step=0 must be a positive integer or null'),
+        ('stop_at_step=13', 'stop_at_step=13 is past trainer.max_steps=12, where the run ends anyway'),
     ],
 )
 def test_config_values_are_checked_up_front(override, message, compose_config):
     with pytest.raises(TrainingSetupError) as e:
-        check_values(compose_config(TINY + [override]))
+        check_values(compose_config(TINY + ['trainer.max_steps=12', override]))
     assert str(e.value).startswith(message)
 
 

@@ -1,12 +1,19 @@
 """Training: the configuration checks, the checkpointing that loses nothing, the trainer set-up and fit."""
 
-from .checkpointing import AtomicCheckpointIO, ScheduleCheck, StopOnInterrupt, remove_partial_checkpoints
+from .checkpointing import (
+    AtomicCheckpointIO,
+    ScheduleCheck,
+    StopAtStep,
+    StopOnInterrupt,
+    remove_partial_checkpoints,
+)
 from .checks import TrainingSetupError, check_checkpoint_file, check_paths, check_values, choose_run_dir
 from .run import run_training, trainer_kwargs
 
 __all__ = [
     'AtomicCheckpointIO',
     'ScheduleCheck',
+    'StopAtStep',
     'StopOnInterrupt',
     'TrainingSetupError',
     'check_checkpoint_file',

@@ -111,6 +111,35 @@ class StopOnInterrupt(Checkpoint):
         self._restore()
 
 
+class StopAtStep(Checkpoint):
+    """``stop_at_step``: ends training after optimizer step ``step``, writing ``last.ckpt`` there (exactly resumable,
+    as after Ctrl-C), the learning-rate schedule still planned for ``trainer.max_steps``: a snapshot of a longer
+    schedule without the cost of the rest. Lightning validates at a requested stop, so the step's accuracy is logged
+    and the best-k checkpoints see it. A ``Checkpoint``, run after the ModelCheckpoints (the step's snapshot first).
+    """
+
+    def __init__(self, step: int, path: Path) -> None:
+        self.step = step
+        self.path = path
+        self.stopped = False
+
+    def _stop(self, trainer: pl.Trainer, message: str) -> None:
+        trainer.should_stop = self.stopped = True
+        if trainer.is_global_zero:
+            print(message)
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.global_step >= self.step:  # resumed from the stop, or past it
+            self._stop(trainer, f'stop_at_step={self.step}: the run is at step {trainer.global_step} already')
+
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, idx: int
+    ) -> None:
+        if not self.stopped and trainer.global_step >= self.step:  # first true right after that optimizer step
+            trainer.save_checkpoint(self.path)
+            self._stop(trainer, f'stop_at_step: stopped at step {trainer.global_step}, saved {self.path}')
+
+
 class ScheduleCheck(Callback):
     """Refuses to resume a run whose learning-rate schedule was planned for another number of steps.
 

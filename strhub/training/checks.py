@@ -36,6 +36,7 @@ _INTEGERS = {
     'trainer.num_sanity_val_steps': (-1, None, 'an integer >= -1 (-1: all)'),
     'save_top_k': (-1, None, 'an integer >= -1 (-1: all)'),
     'checkpoint_every_n_steps': (1, None, 'a positive integer or null'),
+    'stop_at_step': (1, None, 'a positive integer or null'),
 }
 _NO_LIMIT = ('trainer.max_steps', 'trainer.max_epochs')  # also take -1
 # Numbers: key -> (lower bound, whether the bound itself is allowed, upper bound, what it must be).
@@ -64,7 +65,7 @@ _SWITCHES = (
     'model.decode_ar',
     'model.use_language_model',
 )
-_NULLABLE = ('checkpoint_every_n_steps', 'trainer.gradient_clip_val', 'trainer.max_epochs')
+_NULLABLE = ('checkpoint_every_n_steps', 'stop_at_step', 'trainer.gradient_clip_val', 'trainer.max_epochs')
 _ABSENT = object()
 
 
@@ -109,6 +110,12 @@ def check_values(config: DictConfig) -> None:
             checked = checked_value(key, value)
             if type(checked) is not type(value):  # 1e3 given for an integer
                 OmegaConf.update(config, key, checked)
+    stop, max_steps = OmegaConf.select(config, 'stop_at_step'), OmegaConf.select(config, 'trainer.max_steps')
+    if stop and max_steps and 0 < max_steps < stop:
+        raise TrainingSetupError(
+            f'stop_at_step={stop} is past trainer.max_steps={max_steps}, where the run ends anyway: stop_at_step ends '
+            'a run early, its learning-rate schedule still planned for max_steps'
+        )
 
 
 def check_checkpoint_file(key: str, path: Path, trust: bool) -> None:

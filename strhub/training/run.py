@@ -16,7 +16,7 @@ from pytorch_lightning.loggers import TensorBoardLogger
 from pytorch_lightning.strategies import DDPStrategy
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
-from .checkpointing import AtomicCheckpointIO, ScheduleCheck, StopOnInterrupt, remove_partial_checkpoints
+from .checkpointing import AtomicCheckpointIO, ScheduleCheck, StopAtStep, StopOnInterrupt, remove_partial_checkpoints
 from .checks import TrainingSetupError, check_paths, check_values, choose_run_dir
 from .pretrained import fill_from_checkpoint, load_pretrained, read_pretrained
 
@@ -137,6 +137,10 @@ def run_training(config: DictConfig, run_dir_given: bool = False) -> str:
                 filename='{step}',
             )
         )
+    stop = None
+    if config.stop_at_step:  # a step budget, given for one device as trainer.max_steps
+        stop = StopAtStep(max(config.stop_at_step // max(kw['devices'], 1), 1), last_ckpt)
+        callbacks.append(stop)
     callbacks.append(StopOnInterrupt(last_ckpt))
     trainer = pl.Trainer(
         **kw,
@@ -160,7 +164,8 @@ def run_training(config: DictConfig, run_dir_given: bool = False) -> str:
                 file=sys.stderr,
             )
         raise SystemExit(128 + signal.SIGTERM) from None
-    if trainer.state.status == 'finished':  # validation-time checkpoints may miss the last steps
+    # Validation-time checkpoints may miss the last steps (StopAtStep saved at its step).
+    if trainer.state.status == 'finished' and not (stop and stop.stopped):
         trainer.save_checkpoint(last_ckpt)
     if trainer.is_global_zero:
         print(f'best checkpoint: {checkpoint.best_model_path or "-"} (val_accuracy {checkpoint.best_model_score})')
