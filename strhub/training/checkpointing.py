@@ -48,12 +48,14 @@ def remove_partial_checkpoints(ckpt_dir: Path) -> None:
 
 
 class StopOnInterrupt(Checkpoint):
-    """Ctrl-C during training: stops at the end of the current optimizer step, after writing ``last.ckpt`` there
-    (exactly resumable, like the validation-time one), so the steps since the last validation are kept.
+    """Ctrl-C or SIGTERM during training: stops at the end of the current optimizer step, after writing ``last.ckpt``
+    there (exactly resumable, like the validation-time one), so the steps since the last validation are kept.
 
-    Lightning's own handling stops wherever the KeyboardInterrupt lands, mid-step, where weights, loop counters and
-    data position can disagree, and saves nothing. A second Ctrl-C stops at once, without saving; an interrupted
-    save leaves the previous file (atomic writes). A ``Checkpoint``, so that Lightning runs it after the
+    Lightning's own handling of Ctrl-C stops wherever the KeyboardInterrupt lands, mid-step, where weights, loop
+    counters and data position can disagree, and saves nothing. A second Ctrl-C stops at once, without saving; an
+    interrupted save leaves the previous file (atomic writes). On SIGTERM (``kill``, a scheduler's time limit) Lightning
+    stops by itself right after the step, saving nothing: this saves the step first (``saved_step``), unless the signal
+    came during a validation, where Lightning stops at once. A ``Checkpoint``, so that Lightning runs it after the
     ModelCheckpoints (a snapshot due at the same step is written first).
     """
 
@@ -63,6 +65,7 @@ class StopOnInterrupt(Checkpoint):
         self._previous = None
         self._training = self._requested = False
         self._step = 0
+        self.saved_step: Optional[int] = None
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         # Before any DataLoader worker starts: forked workers inherit the handler and leave Ctrl-C to this process.
@@ -91,11 +94,14 @@ class StopOnInterrupt(Checkpoint):
     ) -> None:
         if trainer.global_step == self._step:  # inside a gradient accumulation: no step to resume from
             return
-        stop = self._requested
+        stop = self._requested or trainer.received_sigterm
         if trainer.world_size > 1:  # every rank stops at the same step (the save is collective)
             stop = trainer.strategy.reduce_boolean_decision(stop, all=False)
         if stop:
             trainer.save_checkpoint(self.path)  # only global rank 0 writes
+            self.saved_step = trainer.global_step
+            if trainer.received_sigterm:  # Lightning raises SIGTERMException next (run_training reports it)
+                return
             if trainer.is_global_zero:
                 print(f'interrupted at step {trainer.global_step}: saved {self.path} (resume with ckpt_path=...)')
             raise KeyboardInterrupt

@@ -141,7 +141,8 @@ def run_training(config: DictConfig, run_dir_given: bool = False) -> str:
     if config.stop_at_step:  # a step budget, given for one device as trainer.max_steps
         stop = StopAtStep(max(config.stop_at_step // max(kw['devices'], 1), 1), last_ckpt)
         callbacks.append(stop)
-    callbacks.append(StopOnInterrupt(last_ckpt))
+    interrupt = StopOnInterrupt(last_ckpt)
+    callbacks.append(interrupt)
     trainer = pl.Trainer(
         **kw,
         logger=TensorBoardLogger(str(run_dir), name='', version='.'),
@@ -158,11 +159,13 @@ def run_training(config: DictConfig, run_dir_given: bool = False) -> str:
         # Lightning stops at a step boundary on SIGTERM and ends with exit status 0, so a script (`set -e`) went on to
         # its next stage with a half-trained model; 143 is the status of a process ended by SIGTERM. Ctrl-C: 1.
         if trainer.is_global_zero:
-            print(
-                f'stopped by SIGTERM at step {trainer.global_step}; resume from the last checkpoint, saved at the last '
-                f'validation: ckpt_path={last_ckpt}',
-                file=sys.stderr,
-            )
+            if interrupt.saved_step == trainer.global_step:
+                saved = f'saved {last_ckpt} there: resume with ckpt_path={last_ckpt}'
+            elif last_ckpt.is_file():  # the signal came during a validation: the one before it saved last
+                saved = f'resume from the last checkpoint: ckpt_path={last_ckpt}'
+            else:
+                saved = 'no checkpoint was saved yet: start the run again'
+            print(f'stopped by SIGTERM at step {trainer.global_step}; {saved}', file=sys.stderr)
         raise SystemExit(128 + signal.SIGTERM) from None
     # Validation-time checkpoints may miss the last steps (StopAtStep saved at its step).
     if trainer.state.status == 'finished' and not (stop and stop.stopped):
