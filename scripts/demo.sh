@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The main job on built-in defaults, from a fresh clone, on CPU:
 #   install -> render a synthetic dataset -> train the tiny model a few minutes (the loss falls) -> evaluate it and
-#   the shipped tiny model (clip4str-tiny, trained for about 4 hours on a 2-core CPU) -> read images with the shipped
+#   the shipped tiny model (clip4str-tiny, trained for about 2.5 hours on a 2-core CPU) -> read images with the shipped
 #   model.
 #   bash scripts/demo.sh            (DEMO_DIR=demo, DEMO_STEPS=300, DEMO_TRAIN=20000 change it)
 set -euo pipefail

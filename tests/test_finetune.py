@@ -63,8 +63,8 @@ def test_finetune_tiny_on_greek(greek_root, tmp_path, compose_config):
     config = compose_config(['+experiment=finetune', 'pretrained=clip4str-tiny', *OVERRIDES])
     pretrained = read_pretrained(config)
     filled = fill_from_checkpoint(config, pretrained)
-    # The shipped model's learning rate is its stage 3's, which is stage 2's: 1.5 x stage 1's 0.004
-    # (configs/experiment/clip4str-tiny-scene, clip4str-tiny-scene-stage3)
+    # The shipped model's learning rate is its stage 2's: 1.5 x stage 1's 0.004
+    # (configs/experiment/clip4str-tiny-scene)
     assert 'model.img_size=[32, 128]' in filled and "model.lr=0.003 (the checkpoint's x 0.5)" in filled
     assert config.model.charset_train == NEW and config.model.charset_test == NEW  # scored on the new charset
     torch.manual_seed(0)

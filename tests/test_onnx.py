@@ -121,7 +121,7 @@ def test_cli_export_then_read(pictures, tmp_path, capsys):
         lines.append(capsys.readouterr().out.splitlines())
     assert len(lines[0]) == len(FIXTURE_IMAGES) + len(WORDS)
     assert lines[1] == lines[0] and lines[2] == lines[0]
-    assert 'img0_hello.png: hello (' in lines[2][0]
+    assert 'img2_Text.png: text (' in lines[2][2]  # case-insensitive charset
 
     # Options fixed at export, in a re-export: single-pass decoding.
     assert export.main(['clip4str-tiny', str(tmp_path / 'nar.onnx'), '--decode', 'nar']) == 0

@@ -180,6 +180,10 @@ def test_stop_at_step_keeps_the_schedule_and_resumes_exactly(tmp_path, synthetic
     stopped = torch.load(ckpt, weights_only=False)
     assert stopped['global_step'] == 6 and stopped['lr_schedulers'][0]['total_steps'] == 14
     assert sorted(p.name for p in (ckpt.parent / 'steps').iterdir()) == ['step=3.ckpt', 'step=6.ckpt']
+    # The same command again (a script re-run) trains nothing more.
+    proc = run_train(tmp_path / 'stop', *args, 'stop_at_step=6', f'ckpt_path={ckpt}')
+    assert 'stop_at_step=6: the run is at step 6 already' in proc.stdout, proc.stdout[-2000:]
+    assert torch.load(ckpt, weights_only=False)['global_step'] == 6
     run_train(tmp_path / 'stop', *args, f'ckpt_path={ckpt}')
     assert_same_weights(torch.load(ckpt, weights_only=False), reference)
 

@@ -109,12 +109,12 @@ def test_maps(systems, which):
 
 
 def test_tiny_model_looks_left_to_right(systems):
-    maps = attention_maps(systems['tiny'].model, _input(systems['tiny']))
+    maps = attention_maps(systems['tiny'].model, _input(systems['tiny'], 'img1_clip4str.png'))
     for branch in (maps.visual, maps.cross):
-        assert branch.text == 'hello'
-        columns = branch.patches[:5, 0].argmax(-1)  # where 'h', 'e', 'l', 'l', 'o' look most
+        assert branch.text == 'clip4str'
+        columns = branch.patches[:8, 0].argmax(-1)  # where 'c', 'l', 'i', ..., 'r' look most
         assert list(columns) == sorted(columns) and columns[0] < columns[-1]
-    assert maps.caption_tokens[:3] == ['[SOT]', 'hello', '[EOT]']
+    assert maps.caption_tokens[:4] == ['[SOT]', 'clip', '4', 'str']  # the caption, in CLIP's BPE tokens
 
 
 @pytest.mark.parametrize('decode_ar, refine_iters', [(True, 0), (False, 1), (False, 0)])
@@ -170,7 +170,7 @@ def test_cli_shipped_model_by_name(tool, tmp_path, capsys):
         tool.main(['clip4str-tiny', str(FIXTURES), '--out', str(tmp_path), '--no_caption', 'refine_iters:int=0']) == 0
     )
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(Path(n).stem + '.png' for n in _fixture_images())
-    assert "cross-modal 'hello'" in capsys.readouterr().out
+    assert "cross-modal 'clip4str'" in capsys.readouterr().out
 
 
 def _fixture_images():

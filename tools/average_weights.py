@@ -7,7 +7,8 @@ A fine-tuned model and the checkpoint it started from (WiSE-FT): the weights sli
 blend often keeps most of what fine-tuning taught while reading what the start read before. The last snapshots of
 one run, or runs fine-tuned from one start, average too; networks trained apart from random weights do not.
 Weights are one per checkpoint, >= 0, summing to 1 (default: equal); hyper-parameters are the first checkpoint's.
-How the shipped clip4str-tiny was made (scripts/tiny_benchmark.sh):
+An earlier shipped clip4str-tiny was a blend of its scene-like fine-tuning and its start
+(docs/tiny_model_history.md):
 
     python tools/average_weights.py "runs/tiny/checkpoints/steps/step=8000.ckpt" \\
         "runs/tiny_clean/checkpoints/steps/step=30000.ckpt" --weights 0.8 0.2 --out runs/tiny/blend.ckpt
