@@ -27,6 +27,11 @@ def _world_size(kw: dict) -> int:
     return kw['devices'] * kw.get('num_nodes', 1)
 
 
+def _per_device(steps: int, kw: dict) -> int:
+    """A count of steps given for one device, as the original gives them, on ``kw``'s devices."""
+    return max(steps // max(kw['devices'], 1), 1)
+
+
 def trainer_kwargs(config: DictConfig) -> dict:
     """Maps the original's ``trainer.gpus`` onto Lightning 2 accelerator/devices/strategy/precision."""
     kw = OmegaConf.to_container(config.trainer, resolve=True)
@@ -49,11 +54,10 @@ def trainer_kwargs(config: DictConfig) -> dict:
     if _world_size(kw) > 1:
         kw['strategy'] = DDPStrategy(find_unused_parameters=config.find_unused_parameters, gradient_as_bucket_view=True)
     # As the original: the validation interval and step budget are given for one device.
-    per_device = max(kw['devices'], 1)
     if isinstance(kw.get('val_check_interval'), int):
-        kw['val_check_interval'] = max(kw['val_check_interval'] // per_device, 1)
+        kw['val_check_interval'] = _per_device(kw['val_check_interval'], kw)
     if kw.get('max_steps', -1) > 0:
-        kw['max_steps'] = max(kw['max_steps'] // per_device, 1)
+        kw['max_steps'] = _per_device(kw['max_steps'], kw)
     return kw
 
 
@@ -138,8 +142,8 @@ def run_training(config: DictConfig, run_dir_given: bool = False) -> str:
             )
         )
     stop = None
-    if config.stop_at_step:  # a step budget, given for one device as trainer.max_steps
-        stop = StopAtStep(max(config.stop_at_step // max(kw['devices'], 1), 1), last_ckpt)
+    if config.stop_at_step:  # a step budget, as trainer.max_steps
+        stop = StopAtStep(_per_device(config.stop_at_step, kw), last_ckpt)
         callbacks.append(stop)
     interrupt = StopOnInterrupt(last_ckpt)
     callbacks.append(interrupt)
