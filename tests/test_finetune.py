@@ -21,7 +21,8 @@ from strhub.data.charsets import CHARSETS
 from strhub.data.synthetic import make_dataset
 from strhub.data.transforms import get_transform
 from strhub.models import load_from_checkpoint
-from strhub.models.checkpoint import model_state_dict, read_checkpoint
+from strhub.models.averaging import average_checkpoints
+from strhub.models.checkpoint import CheckpointError, export_checkpoint, model_state_dict, read_checkpoint
 from strhub.pretrained import pretrained_path
 from strhub.training import TrainingSetupError
 from strhub.training.pretrained import fill_from_checkpoint, load_pretrained, read_pretrained
@@ -66,6 +67,8 @@ def test_finetune_tiny_on_greek(greek_root, tmp_path, compose_config):
     # The shipped model's learning rate is its stage 2's: 1.5 x stage 1's 0.004
     # (configs/experiment/clip4str-tiny-scene)
     assert 'model.img_size=[32, 128]' in filled and "model.lr=0.003 (the checkpoint's x 0.5)" in filled
+    # trained on 0.5/0.5 images (configs/experiment/clip4str-tiny*): fine-tuned on them too
+    assert 'data.openai_meanstd=False (its training normalisation)' in filled and not config.data.openai_meanstd
     assert config.model.charset_train == NEW and config.model.charset_test == NEW  # scored on the new charset
     torch.manual_seed(0)
     model = instantiate(config.model)
@@ -108,6 +111,7 @@ def test_finetune_tiny_on_greek(greek_root, tmp_path, compose_config):
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert f'36 characters copied, {len(NEW) - 36} added, 0 dropped' in proc.stdout
     ckpt = run / 'checkpoints' / 'last.ckpt'
+    assert read_checkpoint(ckpt)['openai_meanstd'] is False  # recorded for the next fine-tuning
 
     # (b) the loss on held-out Greek words falls
     tuned = load_from_checkpoint(ckpt)
@@ -165,6 +169,7 @@ def test_finetune_from_an_original_release(release, tmp_path, compose_config):
     pretrained = read_pretrained(config)
     filled = fill_from_checkpoint(config, pretrained)
     assert 'model.img_size=[224, 224]' in filled and "model.lr=4.2e-05 (the checkpoint's x 0.5)" in filled
+    assert 'data.openai_meanstd=True (its training normalisation)' in filled  # not recorded: the original's default
     assert config.model.clip_arch['embed_dim'] == 32 and config.model.clip_arch['vision_layers'] == 2
     assert config.model.dropout == 0.25 and config.model.max_label_length == 30  # set on the command line: kept
     model = instantiate(config.model)
@@ -179,3 +184,26 @@ def test_fill_from_checkpoint_checks_the_scale(compose_config):
     config = compose_config(['+experiment=finetune', 'pretrained=clip4str-tiny', 'pretrained_lr_scale=abc'])
     with pytest.raises(TrainingSetupError, match="pretrained_lr_scale='abc' must be a positive number"):
         fill_from_checkpoint(config, read_pretrained(config))
+
+
+def test_the_training_normalisation_travels_with_the_checkpoint(tmp_path, compose_config):
+    """Exports and blends keep the record; the command line wins over it; a bad record is named."""
+    out = export_checkpoint('clip4str-tiny', tmp_path / 'tiny.ckpt')
+    assert read_checkpoint(out)['openai_meanstd'] is False
+    blend = average_checkpoints([out, 'clip4str-tiny'], tmp_path / 'blend.ckpt')
+    assert read_checkpoint(blend.path)['openai_meanstd'] is False and not blend.differing
+    release = export_checkpoint(
+        REPO / 'tests' / 'fixtures' / 'original_tiny' / 'clip4str_tiny.ckpt', tmp_path / 'o.ckpt'
+    )
+    assert read_checkpoint(release)['openai_meanstd'] is True
+
+    config = compose_config(['+experiment=finetune', f'pretrained={out}', 'data.openai_meanstd=true'])
+    filled = fill_from_checkpoint(config, read_pretrained(config))
+    assert config.data.openai_meanstd is True and not any(f.startswith('data.') for f in filled)
+
+    bad = read_checkpoint(out)
+    bad['openai_meanstd'] = 'no'
+    torch.save(bad, tmp_path / 'bad.ckpt')
+    config = compose_config(['+experiment=finetune', f'pretrained={tmp_path / "bad.ckpt"}'])
+    with pytest.raises(CheckpointError, match=r"bad.ckpt: 'openai_meanstd' must be true or false, got 'no'"):
+        read_pretrained(config)

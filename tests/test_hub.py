@@ -157,7 +157,7 @@ def test_convert_checkpoint_keeps_the_outputs_in_a_smaller_file(tmp_path, traini
     size = training_checkpoint.stat().st_size
     assert fp32.stat().st_size < size and fp16.stat().st_size < 0.6 * size
     assert 'optimizer_states' in torch.load(training_checkpoint, weights_only=True)
-    assert set(torch.load(fp16, weights_only=True)) == {'system', 'state_dict', 'hyper_parameters'}
+    assert set(torch.load(fp16, weights_only=True)) == {'system', 'state_dict', 'hyper_parameters', 'openai_meanstd'}
 
     expected = _logits(load_from_checkpoint(training_checkpoint))
     assert torch.equal(_logits(load_from_checkpoint(fp32)), expected)

@@ -60,7 +60,8 @@ def test_unknown_name_lists_the_shipped_models():
 
 def test_shipped_checkpoint_is_small_float16():
     ckpt = torch.load(pretrained_path(NAME), map_location='cpu', weights_only=True)
-    assert set(ckpt) == {'system', 'state_dict', 'hyper_parameters'} and ckpt['system'] == 'clip4str'
+    assert set(ckpt) == {'system', 'state_dict', 'hyper_parameters', 'openai_meanstd'} and ckpt['system'] == 'clip4str'
+    assert ckpt['openai_meanstd'] is False  # trained with 0.5/0.5 (configs/experiment/clip4str-tiny*)
     assert {v.dtype for v in ckpt['state_dict'].values() if v.is_floating_point()} == {torch.float16}
     assert pretrained_path(NAME).stat().st_size < 16 * 2**20
 

@@ -9,7 +9,13 @@ from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple, Union
 import torch
 from torch import Tensor
 
-from strhub.models.checkpoint import read_checkpoint, system_of, write_inference_checkpoint
+from strhub.models.checkpoint import (
+    OPENAI_MEANSTD_KEY,
+    read_checkpoint,
+    system_of,
+    trained_with_openai_meanstd,
+    write_inference_checkpoint,
+)
 from strhub.models.errors import CheckpointError
 
 __all__ = ['Blend', 'WeightsError', 'average_checkpoints']
@@ -24,7 +30,7 @@ class Blend(NamedTuple):
 
     path: Path
     weights: List[float]  # one per checkpoint, as used (equal where none were given)
-    differing: Dict[str, Tuple[object, object]]  # hyper-parameters where a later checkpoint differs from the first
+    differing: Dict[str, Tuple[object, object]]  # hyper-parameters (or openai_meanstd) where a later one differs
 
 
 def _check_weights(n: int, weights: Optional[Sequence[float]]) -> List[float]:
@@ -76,6 +82,7 @@ def average_checkpoints(
     ckpt = read_checkpoint(srcs[0], trust)
     system, sd = system_of(ckpt, first)
     hparams = system.hparams(ckpt, sd, first)
+    openai_meanstd = trained_with_openai_meanstd(ckpt, first)  # the first's, as its hyper-parameters
     total = {k: v.double() * weights[0] if v.is_floating_point() else v for k, v in sd.items()}
     differing: Dict[str, Tuple[object, object]] = {}
     for src, w in zip(srcs[1:], weights[1:]):
@@ -93,6 +100,8 @@ def average_checkpoints(
         differing.update(
             {k: (hparams.get(k), hp.get(k)) for k in set(hparams) | set(hp) if hparams.get(k) != hp.get(k)}
         )
+        if trained_with_openai_meanstd(ckpt, source) != openai_meanstd:
+            differing[OPENAI_MEANSTD_KEY] = (openai_meanstd, not openai_meanstd)
         missing, extra = set(total) - set(sd), set(sd) - set(total)
         if missing or extra:
             raise CheckpointError(
@@ -109,4 +118,4 @@ def average_checkpoints(
                 total[k] = ref + w * v.double()
             elif v.is_floating_point() or ref.is_floating_point() or not torch.equal(v, ref):
                 raise CheckpointError(f'{k} (not floating point) differs between {first} and {source}: not averageable')
-    return Blend(write_inference_checkpoint(system, total, hparams, dst, half), weights, differing)
+    return Blend(write_inference_checkpoint(system, total, hparams, dst, half, openai_meanstd), weights, differing)

@@ -22,7 +22,19 @@ from strhub.models.serialization import (
 from strhub.models.systems import SYSTEMS, System
 from strhub.pretrained import not_found_message, pretrained_path
 
-__all__ = ['CheckpointError', 'read_checkpoint', 'model_state_dict', 'load_from_checkpoint', 'export_checkpoint']
+__all__ = [
+    'CheckpointError',
+    'read_checkpoint',
+    'model_state_dict',
+    'load_from_checkpoint',
+    'export_checkpoint',
+    'trained_with_openai_meanstd',
+]
+
+# The images' normalisation the weights were trained with (``data.openai_meanstd``): written by training, kept by
+# exports and blends, so that fine-tuning feeds the network what it learnt on. An addition: the original's
+# checkpoints do not record it; they trained with the OpenAI CLIP statistics, its default.
+OPENAI_MEANSTD_KEY = 'openai_meanstd'
 
 # How a user loads a checkpoint that pickles more than tensors and plain data.
 TRUST_HINT = '--trust_checkpoint (test.py, read.py, export.py), trust_checkpoint=true (train.py) or trust=True'
@@ -79,6 +91,15 @@ def system_of(ckpt: Dict[str, Any], source: str) -> Tuple[System, Dict[str, Tens
     return system, system.state_dict(sd)
 
 
+def trained_with_openai_meanstd(ckpt: Dict[str, Any], source: str) -> bool:
+    """Whether a checkpoint's weights were trained on images normalised with the OpenAI CLIP statistics (else
+    0.5/0.5): its record, else true (the original's default, which its releases were trained with)."""
+    value = ckpt.get(OPENAI_MEANSTD_KEY, True)
+    if not isinstance(value, bool):
+        raise CheckpointError(f'{source}: {OPENAI_MEANSTD_KEY!r} must be true or false, got {value!r}')
+    return value
+
+
 def model_state_dict(ckpt: Dict[str, Any], source: str) -> Dict[str, Tensor]:
     """The network weights of a checkpoint with our key names."""
     return system_of(ckpt, source)[1]
@@ -125,14 +146,21 @@ def export_checkpoint(src: Union[str, Path], dst: Union[str, Path], half: bool =
     source = str(src)
     ckpt = read_checkpoint(src, trust)
     system, sd = system_of(ckpt, source)
-    return write_inference_checkpoint(system, sd, system.hparams(ckpt, sd, source), dst, half)
+    hparams = system.hparams(ckpt, sd, source)
+    return write_inference_checkpoint(system, sd, hparams, dst, half, trained_with_openai_meanstd(ckpt, source))
 
 
 def write_inference_checkpoint(
-    system: System, sd: Dict[str, Tensor], hparams: Dict[str, Any], dst: Union[str, Path], half: bool = True
+    system: System,
+    sd: Dict[str, Tensor],
+    hparams: Dict[str, Any],
+    dst: Union[str, Path],
+    half: bool = True,
+    openai_meanstd: bool = True,
 ) -> Path:
-    """Writes ``system``'s weights ``sd`` (floating point ones as float16 if ``half``, else float32) and
-    ``hparams`` to ``dst``, atomically, in the format :func:`export_checkpoint` writes.
+    """Writes ``system``'s weights ``sd`` (floating point ones as float16 if ``half``, else float32),
+    ``hparams`` and the training normalisation (``openai_meanstd``, see :func:`trained_with_openai_meanstd`) to
+    ``dst``, atomically, in the format :func:`export_checkpoint` writes.
 
     Raises:
         CheckpointError: ``dst`` cannot be written.
@@ -141,6 +169,7 @@ def write_inference_checkpoint(
     sd = {k: v.to(dtype) if v.is_floating_point() else v for k, v in sd.items()}
     name = next(n for n, s in SYSTEMS.items() if s is system)
     try:
-        return atomic_save({'system': name, 'state_dict': sd, 'hyper_parameters': hparams}, dst)
+        ckpt = {'system': name, 'state_dict': sd, 'hyper_parameters': hparams, OPENAI_MEANSTD_KEY: openai_meanstd}
+        return atomic_save(ckpt, dst)
     except OSError as e:
         raise CheckpointError(f'cannot write {dst}: {e.strerror or e}') from None

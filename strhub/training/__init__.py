@@ -2,6 +2,7 @@
 
 from .checkpointing import (
     AtomicCheckpointIO,
+    RecordNormalisation,
     ScheduleCheck,
     StopAtStep,
     StopOnInterrupt,
@@ -12,6 +13,7 @@ from .run import run_training, trainer_kwargs
 
 __all__ = [
     'AtomicCheckpointIO',
+    'RecordNormalisation',
     'ScheduleCheck',
     'StopAtStep',
     'StopOnInterrupt',

@@ -11,6 +11,7 @@ from pytorch_lightning.callbacks import Callback, Checkpoint
 from pytorch_lightning.plugins.io import TorchCheckpointIO
 from pytorch_lightning.utilities import rank_zero_only
 
+from strhub.models.checkpoint import OPENAI_MEANSTD_KEY
 from strhub.models.serialization import atomic_save
 from .checks import TrainingSetupError
 
@@ -45,6 +46,17 @@ def remove_partial_checkpoints(ckpt_dir: Path) -> None:
         if path.is_file() and path.name.rsplit('-', 1)[1].isdigit():
             path.unlink()
             print(f'removed the partial file of a killed save: {path}')
+
+
+class RecordNormalisation(Callback):
+    """Writes the training images' normalisation into every checkpoint (``data.openai_meanstd``), which exports keep
+    and fine-tuning starts from (:func:`strhub.models.checkpoint.trained_with_openai_meanstd`)."""
+
+    def __init__(self, openai_meanstd: bool) -> None:
+        self.openai_meanstd = openai_meanstd
+
+    def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict) -> None:
+        checkpoint[OPENAI_MEANSTD_KEY] = self.openai_meanstd
 
 
 class StopOnInterrupt(Checkpoint):

@@ -4,7 +4,9 @@ The checkpoint is read once, before the data is indexed. Model keys the config l
 values, so ``configs/experiment/finetune.yaml`` needs no architecture: the CLIP shape, image size, charset, label
 length, decoders and freezing come from the checkpoint unless the command line sets them (``model.charset_train=``,
 ``model.img_size=``, ``model.max_label_length=`` change them). ``model.lr=null`` is the checkpoint's learning rate
-times ``pretrained_lr_scale``. The weights are then mapped onto the model built from that config
+times ``pretrained_lr_scale``, and ``data.openai_meanstd=null`` the normalisation the checkpoint was trained with
+(so that the network sees the images as it learnt them: the shipped clip4str-tiny 0.5/0.5, the original's releases the
+OpenAI CLIP statistics). The weights are then mapped onto the model built from that config
 (:func:`strhub.models.transfer.transfer_weights`: new characters, positions and patch grids).
 """
 
@@ -14,7 +16,7 @@ from typing import Any, Dict, List
 from omegaconf import DictConfig, OmegaConf, open_dict
 from torch import Tensor, nn
 
-from strhub.models.checkpoint import read_checkpoint, system_of
+from strhub.models.checkpoint import read_checkpoint, system_of, trained_with_openai_meanstd
 from strhub.models.serialization import WeightsMismatchError
 from strhub.models.transfer import transfer_weights
 from .checks import TrainingSetupError, checked_value
@@ -30,6 +32,7 @@ class Pretrained:
     source: str
     weights: Dict[str, Tensor]  # our key names
     hparams: Dict[str, Any]  # the constructor arguments of the model it holds
+    openai_meanstd: bool  # its training normalisation
 
 
 def read_pretrained(config: DictConfig) -> Pretrained:
@@ -38,11 +41,13 @@ def read_pretrained(config: DictConfig) -> Pretrained:
     source = str(config.pretrained)
     ckpt = read_checkpoint(source, trust=config.trust_checkpoint)
     system, weights = system_of(ckpt, source)
-    return Pretrained(source, weights, system.hparams(ckpt, weights, source))
+    hparams = system.hparams(ckpt, weights, source)
+    return Pretrained(source, weights, hparams, trained_with_openai_meanstd(ckpt, source))
 
 
 def fill_from_checkpoint(config: DictConfig, pretrained: Pretrained) -> List[str]:
-    """Sets the null ``model.*`` keys of ``config`` to the checkpoint's values; returns ``key=value`` per key set."""
+    """Sets the null ``model.*`` keys of ``config``, and a null ``data.openai_meanstd``, to the checkpoint's values;
+    returns ``key=value`` per key set."""
     scale = checked_value('pretrained_lr_scale', config.pretrained_lr_scale)
     filled = []
     with open_dict(config):
@@ -59,6 +64,9 @@ def fill_from_checkpoint(config: DictConfig, pretrained: Pretrained) -> List[str
                 value *= scale
             config.model[key] = value
             filled.append(f'model.{key}={value!r}' + (f" (the checkpoint's x {scale:g})" if key == 'lr' else ''))
+        if 'data' in config and config.data.get('openai_meanstd', False) is None:
+            config.data.openai_meanstd = pretrained.openai_meanstd
+            filled.append(f'data.openai_meanstd={pretrained.openai_meanstd} (its training normalisation)')
     return filled
 
 

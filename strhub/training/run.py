@@ -16,7 +16,14 @@ from pytorch_lightning.loggers import TensorBoardLogger
 from pytorch_lightning.strategies import DDPStrategy
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
-from .checkpointing import AtomicCheckpointIO, ScheduleCheck, StopAtStep, StopOnInterrupt, remove_partial_checkpoints
+from .checkpointing import (
+    AtomicCheckpointIO,
+    RecordNormalisation,
+    ScheduleCheck,
+    StopAtStep,
+    StopOnInterrupt,
+    remove_partial_checkpoints,
+)
 from .checks import TrainingSetupError, check_paths, check_values, choose_run_dir
 from .pretrained import fill_from_checkpoint, load_pretrained, read_pretrained
 
@@ -132,6 +139,7 @@ def run_training(config: DictConfig, run_dir_given: bool = False) -> str:
     )
     last_ckpt = Path(last.dirpath) / 'last.ckpt'
     callbacks = [checkpoint, last, LearningRateMonitor(logging_interval='step'), ScheduleCheck()]
+    callbacks.append(RecordNormalisation(config.data.openai_meanstd))
     if config.checkpoint_every_n_steps:  # snapshots kept for learning curves
         callbacks.append(
             ModelCheckpoint(
