@@ -169,7 +169,7 @@ def run_training(config: DictConfig, run_dir_given: bool = False) -> str:
         trainer.fit(model, datamodule=datamodule, ckpt_path=config.ckpt_path)
     except SIGTERMException:
         # Lightning stops at a step boundary on SIGTERM and ends with exit status 0, so a script (`set -e`) went on to
-        # its next stage with a half-trained model; 143 is the status of a process ended by SIGTERM. Ctrl-C: 1.
+        # its next stage with a half-trained model; 143 is the status of a process ended by SIGTERM.
         if trainer.is_global_zero:
             if interrupt.saved_step == trainer.global_step:
                 saved = f'saved {last_ckpt} there: resume with ckpt_path={last_ckpt}'
@@ -179,6 +179,12 @@ def run_training(config: DictConfig, run_dir_given: bool = False) -> str:
                 saved = 'no checkpoint was saved yet: start the run again'
             print(f'stopped by SIGTERM at step {trainer.global_step}; {saved}', file=sys.stderr)
         raise SystemExit(128 + signal.SIGTERM) from None
+    except SystemExit as e:
+        # Lightning ends a run stopped by Ctrl-C (saved by StopOnInterrupt, or a second Ctrl-C) with status 1, the
+        # status of any error; 130 is that of a process interrupted by SIGINT, as our other tools end.
+        if trainer.interrupted and e.code == 1:
+            raise SystemExit(128 + signal.SIGINT) from None
+        raise
     # Validation-time checkpoints may miss the last steps (StopAtStep saved at its step).
     if trainer.state.status == 'finished' and not (stop and stop.stopped):
         trainer.save_checkpoint(last_ckpt)
