@@ -110,7 +110,7 @@ class StopOnInterrupt(Checkpoint):
         if trainer.world_size > 1:  # every rank stops at the same step (the save is collective)
             stop = trainer.strategy.reduce_boolean_decision(stop, all=False)
         if stop:
-            trainer.save_checkpoint(self.path)  # only global rank 0 writes
+            trainer.save_checkpoint(self.path, weights_only=False)  # full state; global rank 0 writes
             self.saved_step = trainer.global_step
             if trainer.received_sigterm:  # Lightning raises SIGTERMException next (run_training reports it)
                 return
@@ -154,7 +154,7 @@ class StopAtStep(Checkpoint):
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, idx: int
     ) -> None:
         if not self.stopped and trainer.global_step >= self.step:  # first true right after that optimizer step
-            trainer.save_checkpoint(self.path)
+            trainer.save_checkpoint(self.path, weights_only=False)
             self._stop(trainer, f'stop_at_step: stopped at step {trainer.global_step}, saved {self.path}')
 
 

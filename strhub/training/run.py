@@ -187,7 +187,7 @@ def run_training(config: DictConfig, run_dir_given: bool = False) -> str:
         raise
     # Validation-time checkpoints may miss the last steps (StopAtStep saved at its step).
     if trainer.state.status == 'finished' and not (stop and stop.stopped):
-        trainer.save_checkpoint(last_ckpt)
+        trainer.save_checkpoint(last_ckpt, weights_only=False)  # resumable: the full state
     if trainer.is_global_zero:
         print(f'best checkpoint: {checkpoint.best_model_path or "-"} (val_accuracy {checkpoint.best_model_score})')
         print(f'last checkpoint: {last.best_model_path}')
