@@ -138,8 +138,13 @@ def run_training(config: DictConfig, run_dir_given: bool = False) -> str:
         enable_version_counter=False,
     )
     last_ckpt = Path(last.dirpath) / 'last.ckpt'
-    callbacks = [checkpoint, last, LearningRateMonitor(logging_interval='step'), ScheduleCheck()]
-    callbacks.append(RecordNormalisation(config.data.openai_meanstd))
+    callbacks = [
+        checkpoint,
+        last,
+        LearningRateMonitor(logging_interval='step'),
+        ScheduleCheck(),
+        RecordNormalisation(config.data.openai_meanstd),
+    ]
     if config.checkpoint_every_n_steps:  # snapshots kept for learning curves
         callbacks.append(
             ModelCheckpoint(
