@@ -11,7 +11,7 @@ from PIL import Image
 from strhub.data import augment
 from strhub.data.module import SceneTextDataModule, seed_worker
 from strhub.data.sampler import ResumableSampler
-from strhub.data.test_sets import plan_test_sets
+from strhub.data.test_sets import TEST_BENCHMARK, plan_test_sets
 from strhub.data.transforms import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD, get_transform
 from strhub.data.utils import CHARSETS
 
@@ -130,6 +130,16 @@ def test_seed_worker_differs_per_worker_and_rank():
 
     assert draws(0, 0) == draws(0, 0)
     assert len({draws(0, 0), draws(1, 0), draws(0, 1)}) == 3
+
+
+def test_linked_test_sets_are_found(data_root, tmp_path):
+    # test/<name> linked to another disk, as training's glob follows them; a link back up the tree is searched once
+    root = tmp_path / 'test'
+    root.mkdir()
+    (root / 'IIIT5k').symlink_to(data_root / 'test' / 'IIIT5k', target_is_directory=True)
+    (root / 'mine').mkdir()
+    (root / 'mine' / 'loop').symlink_to(root, target_is_directory=True)
+    assert plan_test_sets(root) == ({'Benchmark': ['IIIT5k']}, [s for s in TEST_BENCHMARK if s != 'IIIT5k'])
 
 
 def test_test_sets_and_errors(data_root, tmp_path):

@@ -12,6 +12,8 @@ Example::
     # ... each on 8% of the samples, but curved text on 18% and occlusion on 12%
     python tools/make_synthetic_dataset.py --out data/scene --scene 1 --scene_share 0.08 \
         --scene_shares curve=0.18 occlusion=0.12
+    # ... and loose crops (the word small on a wider canvas) on 20%: a variation added later, only when named
+    python tools/make_synthetic_dataset.py --out data/scene --scene 1 --scene_share 0.25 --scene_shares loose=0.2
     # mixed-case Latin and Greek (or a charset file, or the characters), English and Greek words
     python tools/make_synthetic_dataset.py --out data/greek --charset 125_latin-greek \
         --words strhub/data/wordlist.txt strhub/data/wordlist_el.txt
@@ -60,7 +62,8 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
         default=0.0,
         metavar='STRENGTH',
         help='strength 0..1 of the scene-like variations (curved, perspective, occluded, backgrounds, light-on-dark, '
-        'low resolution, blur, JPEG, spacing, capitals, codes, long words) in train/val (default 0: none)',
+        'low resolution, blur, JPEG, spacing, capitals, codes, long words; loose crops only when --scene_shares names '
+        'them) in train/val (default 0: none)',
     )
     p.add_argument('--scene_share', type=float, default=0.25, help='with --scene: share of samples per variation')
     p.add_argument(

@@ -14,10 +14,16 @@ TEST_ALL = tuple(dict.fromkeys(TEST_BENCHMARK_SUB + TEST_BENCHMARK + TEST_NEW))
 
 def find_lmdbs(test_root: Union[str, os.PathLike]) -> List[str]:
     """Names (paths relative to ``test_root``, '/'-separated, sorted) of the folders under it holding a
-    ``data.mdb``; hidden folders are not searched."""
+    ``data.mdb``; hidden folders are not searched. Linked folders are (test sets often live on another disk, as
+    training's glob finds them), each real folder once."""
     test_root = Path(test_root)
-    names = []
-    for root, dirs, files in os.walk(test_root):
+    names, seen = [], set()
+    for root, dirs, files in os.walk(test_root, followlinks=True):
+        real = os.path.realpath(root)
+        if real in seen:  # a link back up the tree, or a second link to the same set
+            dirs[:] = []
+            continue
+        seen.add(real)
         dirs[:] = sorted(d for d in dirs if not d.startswith('.'))
         if 'data.mdb' in files and Path(root) != test_root:
             names.append(Path(root).relative_to(test_root).as_posix())

@@ -166,7 +166,8 @@ def make_dataset(
         words: word list files, one word per line (default: the shipped English list), e.g. a list of another
             script's words for a charset that has its letters; each list is drawn from equally often.
         scene: strength 0..1 of every scene-like variation in the training and validation samples (0: none, the
-            samples are then those of a dataset made without the option); see :class:`SceneOptions`.
+            samples are then those of a dataset made without the option; ``LATER_VARIATIONS`` only where
+            ``scene_shares`` names them); see :class:`SceneOptions`.
         scene_share: with ``scene``, the share of samples each variation is applied to.
         scene_shares: with ``scene``, shares of their own for some variations, e.g. ``{'curve': 0.2}`` (names:
             ``VARIATIONS`` of :mod:`~strhub.data.synthetic.scene`).

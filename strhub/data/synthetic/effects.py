@@ -206,11 +206,14 @@ def glow(img: np.ndarray, alpha: np.ndarray, fill: np.ndarray, rng: np.random.Ge
     return img * (1 - k) + fill * k
 
 
-def lowres(image: Image.Image, rng: np.random.Generator, m: float) -> Image.Image:
-    """Shrinks the crop (the text down to a few pixels high) and scales it back up, blocky or smooth."""
+def lowres(image: Image.Image, rng: np.random.Generator, m: float, text_h: Optional[float] = None) -> Image.Image:
+    """Shrinks the crop (the text down to a few pixels high) and scales it back up, blocky or smooth. ``text_h``: the
+    height of a tight crop of the text at this scale (default: the image's)."""
     w, h = image.size
-    small_h = h - m * (h - rng.uniform(9, 16))  # at full strength 9-16 px, whatever the crop's height
-    small = image.resize((max(4, round(w * small_h / h)), round(small_h)), Image.Resampling.BOX)
+    text_h = text_h or h
+    small_text = text_h - m * (text_h - rng.uniform(9, 16))  # at full strength 9-16 px, whatever the crop's height
+    small_h = small_text if text_h == h else h * small_text / text_h
+    small = image.resize((max(4, round(w * small_h / h)), max(4, round(small_h))), Image.Resampling.BOX)
     resample = (Image.Resampling.NEAREST, Image.Resampling.BILINEAR, Image.Resampling.BICUBIC)[rng.choice(3)]
     return small.resize((w, h), resample)
 
@@ -223,10 +226,11 @@ def _shifted_mean(img: np.ndarray, offsets: np.ndarray) -> np.ndarray:
     return sum(pad[r + dy : r + dy + h, r + dx : r + dx + w] for dx, dy in offsets) / len(offsets)
 
 
-def blur(image: Image.Image, rng: np.random.Generator, m: float) -> Image.Image:
-    """Motion blur (a line kernel at a random angle, mostly horizontal) or defocus blur (a disc kernel)."""
+def blur(image: Image.Image, rng: np.random.Generator, m: float, text_h: Optional[float] = None) -> Image.Image:
+    """Motion blur (a line kernel at a random angle, mostly horizontal) or defocus blur (a disc kernel), sized by
+    ``text_h``, the height of a tight crop of the text (default: the image's)."""
     img = np.asarray(image, np.float32)
-    h = img.shape[0]
+    h = text_h or img.shape[0]
     if rng.random() < 0.6:
         length = max(2.0, m * rng.uniform(0.5, 1) * 0.12 * h)
         a = np.deg2rad(rng.normal(0, 30))
@@ -239,8 +243,9 @@ def blur(image: Image.Image, rng: np.random.Generator, m: float) -> Image.Image:
     return Image.fromarray(np.clip(_shifted_mean(img, offsets) + 0.5, 0, 255).astype(np.uint8), 'RGB')
 
 
-def jpeg(image: Image.Image, rng: np.random.Generator, m: float) -> Image.Image:
-    """A JPEG round trip at a low quality (blocks, ringing, colour bleeding), whatever the final encoding."""
+def jpeg(image: Image.Image, rng: np.random.Generator, m: float, text_h: Optional[float] = None) -> Image.Image:
+    """A JPEG round trip at a low quality (blocks, ringing, colour bleeding), whatever the final encoding and the
+    text's size (``text_h``, taken as the other effects take it)."""
     buf = io.BytesIO()
     image.save(buf, format='JPEG', quality=int(round(95 - 85 * m)))
     buf.seek(0)

@@ -142,6 +142,21 @@ def _warp(
     return out, (*corners.min(0), *corners.max(0))
 
 
+def _loose_margins(pad: np.ndarray, box: Tuple, rng: np.random.Generator, m: float) -> np.ndarray:
+    """Margins of a loose crop (a fixed-size canvas, a generous detector box): the line box down to about a third of
+    the crop's height at ``m`` = 1, the crop up to 5 times as wide as high, and the word anywhere in it."""
+    bw, bh = box[2] - box[0], box[3] - box[1]
+    pad = pad.copy()
+    tall = rng.uniform(0.5, 2) * m * bh
+    top = rng.uniform() * tall
+    pad[1], pad[3] = pad[1] + top, pad[3] + tall - top
+    h, w = bh + pad[1] + pad[3], bw + pad[0] + pad[2]
+    wide = max(h * rng.uniform(2.5, 2.5 + 2.5 * m) - w, 0) + rng.uniform(0, 2 * m) * bh
+    left = rng.uniform() * wide
+    pad[0], pad[2] = pad[0] + left, pad[2] + wide - left
+    return pad
+
+
 def render_word(
     text: str,
     rng: np.random.Generator,
@@ -187,9 +202,16 @@ def render_word(
         box = (min(box[0], ink[0]), min(box[1], ink[1]), max(box[2], ink[2]), max(box[3], ink[3]))
     bh = box[3] - box[1]
     pad = rng.uniform(0.02, 0.25, 4) * bh * np.array([1, 0.8, 1, 0.8])  # left, top, right, bottom
+    tight_h = bh + pad[1] + pad[3]
+    loose = scene.magnitude('loose', rng)
+    if loose:
+        pad = _loose_margins(pad, box, rng, loose)
     crop = tuple(int(round(v)) for v in (box[0] - pad[0], box[1] - pad[1], box[2] + pad[2], box[3] + pad[3]))
     out_h = int(rng.integers(32, 65))
     out_w = int(np.clip(round((crop[2] - crop[0]) * out_h / max(crop[3] - crop[1], 1)), 8, MAX_WIDTH))
+    # The text's scale: the crop's height without loose margins. Shadows, blur and low resolution follow the text,
+    # not the canvas, or a word small on its canvas would be blurred past reading.
+    text_h = float(out_h * tight_h / max(crop[3] - crop[1], 1)) if loose else out_h
     alphas = [
         np.asarray(m.crop(crop).resize((out_w, out_h), Image.Resampling.BILINEAR), np.float32) / 255 for m in masks
     ]
@@ -208,7 +230,7 @@ def render_word(
     if dark and rng.random() < 0.4:
         img = effects.glow(img, alphas[-1], fg_col, rng)
     if rng.random() < 0.08:  # drop shadow from the outermost mask
-        dx, dy = (max(1, int(v)) for v in rng.uniform(0.03, 0.08, 2) * out_h)
+        dx, dy = (max(1, int(v)) for v in rng.uniform(0.03, 0.08, 2) * text_h)
         sh = np.zeros_like(alphas[-1])
         sh[dy:, dx:] = alphas[-1][: out_h - dy, : out_w - dx]
         sh_col = bg_col * 0.3 if _lum(fg_col) > _lum(bg_col) else np.minimum(bg_col + 90, 255)
@@ -233,7 +255,7 @@ def render_word(
         small = image.resize((max(4, int(out_w * f)), max(4, int(out_h * f))), Image.Resampling.BILINEAR)
         image = small.resize((out_w, out_h), Image.Resampling.BILINEAR)
     if rng.random() < 0.4:
-        image = image.filter(ImageFilter.GaussianBlur(rng.uniform(0.2, 0.3 + 1.4 * d) * out_h / 48))
+        image = image.filter(ImageFilter.GaussianBlur(rng.uniform(0.2, 0.3 + 1.4 * d) * text_h / 48))
     if rng.random() < 0.4 * d * 2:
         noisy = np.asarray(image, np.float32) + rng.normal(0, rng.uniform(2, 4 + 12 * d), (out_h, out_w, 1))
         image = Image.fromarray(np.clip(noisy, 0, 255).astype(np.uint8), 'RGB')
@@ -241,7 +263,7 @@ def render_word(
     for name, effect in (('blur', effects.blur), ('lowres', effects.lowres), ('jpeg', effects.jpeg)):
         m = scene.magnitude(name, rng)
         if m:
-            image = effect(image, rng, m)
+            image = effect(image, rng, m, text_h)
     return image
 
 
