@@ -212,6 +212,7 @@ def lowres(image: Image.Image, rng: np.random.Generator, m: float, text_h: Optio
     w, h = image.size
     text_h = text_h or h
     small_text = text_h - m * (text_h - rng.uniform(9, 16))  # at full strength 9-16 px, whatever the crop's height
+    # text_h == h: the arithmetic of datasets made before text_h existed, so that their images stay byte-identical
     small_h = small_text if text_h == h else h * small_text / text_h
     small = image.resize((max(4, round(w * small_h / h)), max(4, round(small_h))), Image.Resampling.BOX)
     resample = (Image.Resampling.NEAREST, Image.Resampling.BILINEAR, Image.Resampling.BICUBIC)[rng.choice(3)]
