@@ -1,12 +1,18 @@
-"""What the tests share: the command-line tools loaded as modules, the smallest model config, reading an LMDB."""
+"""What the tests share: the original's fixture files, the command-line tools loaded as modules, the smallest model
+config, reading an LMDB."""
 
 import importlib.util
 from pathlib import Path
 from types import ModuleType
 
 import lmdb
+import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+# The checkpoint and images written by the original code (its inputs and outputs beside them), kept byte for byte.
+FIXTURES = REPO / 'tests' / 'fixtures' / 'original_tiny'
+FIXTURE_CKPT = FIXTURES / 'clip4str_tiny.ckpt'
+FIXTURE_IMAGES = ['img0_hello.png', 'img1_clip4str.png', 'img2_Text.png', 'img3_2024ab.png']
 # The tiny experiment made tinier still (one block per tower, width 64), so that a CPU step takes a fraction of a
 # second: Hydra overrides of configs/main.yaml.
 SMALL_MODEL = [
@@ -25,6 +31,15 @@ def load_tool(name: str) -> ModuleType:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def require_fixtures(names: list[str] = FIXTURE_IMAGES) -> list[Path]:
+    """The original's checkpoint and the images ``names``: a missing one fails the test (it must not skip it)."""
+    paths = [FIXTURE_CKPT] + [FIXTURES / n for n in names]
+    missing = [p for p in paths if not p.is_file()]
+    if missing:
+        pytest.fail(f'fixture files missing from {FIXTURES}: {missing}')
+    return paths
 
 
 def read_lmdb(path: Path):

@@ -16,9 +16,8 @@ from strhub.models.clip import CLIPArch, CLIPWeightsError, build_clip, load_clip
 from strhub.models.serialization import DiscardedObject, torchscript_state_dict
 from strhub.read import TextReader
 from _cli import CLIError
-from helpers import load_tool
+from helpers import REPO, load_tool
 
-REPO = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, 'OMP_NUM_THREADS': '1'}
 TINY_ARCH = CLIPArch(
     embed_dim=32,

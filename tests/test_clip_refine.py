@@ -21,20 +21,15 @@ from strhub.models.clip4str.clip_refine import (
     truncated_distribution,
 )
 from _cli import run_cli
-from helpers import load_tool
+from helpers import FIXTURES, FIXTURE_CKPT, FIXTURE_IMAGES, REPO, load_tool, require_fixtures
 
-REPO = Path(__file__).parents[1]
-FIXTURES = Path(__file__).resolve().parent / 'fixtures' / 'original_tiny'  # written by the original code
-CKPT = FIXTURES / 'clip4str_tiny.ckpt'
-IMAGE_NAMES = ['img0_hello.png', 'img1_clip4str.png', 'img2_Text.png', 'img3_2024ab.png']
 ENV = {**os.environ, 'OMP_NUM_THREADS': '1'}
 
 
 @pytest.fixture(scope='module')
 def model():
-    if not CKPT.is_file():
-        pytest.fail(f'fixture checkpoint missing: {CKPT}')
-    return load_from_checkpoint(CKPT).eval()
+    require_fixtures([])
+    return load_from_checkpoint(FIXTURE_CKPT).eval()
 
 
 @pytest.fixture(scope='module')
@@ -51,7 +46,7 @@ def data_root(tmp_path_factory, model, batch):
     preds, _ = model.decode_logits(batch[1])
     labels = [model.charset_adapter(preds[0]), 'clip4str', model.charset_adapter(preds[2]), '2024ab']
     root = tmp_path_factory.mktemp('data')
-    write_lmdb(root / 'test' / 'IIIT5k', [((FIXTURES / n).read_bytes(), y) for n, y in zip(IMAGE_NAMES, labels)])
+    write_lmdb(root / 'test' / 'IIIT5k', [((FIXTURES / n).read_bytes(), y) for n, y in zip(FIXTURE_IMAGES, labels)])
     return root
 
 
@@ -126,7 +121,7 @@ def _argv(ckpt: Path, root: Path) -> list:
 
 def test_tool_end_to_end(tmp_path, model, data_root):
     ckpt = tmp_path / 'clip4str_tiny.ckpt'
-    ckpt.symlink_to(CKPT)
+    ckpt.symlink_to(FIXTURE_CKPT)
     out = tmp_path / 'r.json'
     flags = ['--clip_refine', '--sample-K', '3', '--sample_K2', '0', '--sample_prompt', 'a photo of', '--alpha', '2']
     proc = subprocess.run(
@@ -151,7 +146,7 @@ def test_tool_end_to_end(tmp_path, model, data_root):
 
 def test_tool_off_by_default(tmp_path, data_root, capsys):
     ckpt = tmp_path / 'clip4str_tiny.ckpt'
-    ckpt.symlink_to(CKPT)
+    ckpt.symlink_to(FIXTURE_CKPT)
     assert load_tool('test').main(_argv(ckpt, data_root) + ['--out', str(tmp_path / 'r.json')]) == 0
     assert [p.name for p in tmp_path.glob('*.txt')] == ['clip4str_tiny.ckpt.log_newFalse.txt']
     doc = json.loads((tmp_path / 'r.json').read_text())
@@ -169,7 +164,7 @@ def test_tool_off_by_default(tmp_path, data_root, capsys):
 )
 def test_tool_bad_values(tmp_path, data_root, capsys, flags, message):
     with pytest.raises(SystemExit) as e:
-        run_cli(load_tool('test').main, _argv(CKPT, data_root) + ['--clip_refine', *flags], prog='test.py')
+        run_cli(load_tool('test').main, _argv(FIXTURE_CKPT, data_root) + ['--clip_refine', *flags], prog='test.py')
     assert e.value.code == 2
     err = capsys.readouterr().err
     assert 'Traceback' not in err

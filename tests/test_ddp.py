@@ -8,8 +8,7 @@ import sys
 from pathlib import Path
 
 import torch
-
-REPO = Path(__file__).resolve().parents[1]
+from helpers import REPO
 
 
 def _run(out: Path, data_root: Path, *resume: str) -> None:

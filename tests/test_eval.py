@@ -21,12 +21,8 @@ from torchvision import transforms as T
 from strhub.data.lmdb_io import write_lmdb
 from strhub.evaluation import BatchResult, Evaluation, SetResult
 from _cli import CLIError, resolve_checkpoint
-from helpers import load_tool
+from helpers import FIXTURES, FIXTURE_CKPT, FIXTURE_IMAGES, REPO, load_tool, require_fixtures
 
-REPO = Path(__file__).parents[1]
-FIXTURES = Path(__file__).resolve().parent / 'fixtures' / 'original_tiny'  # written by the original code
-CKPT = FIXTURES / 'clip4str_tiny.ckpt'
-IMAGE_NAMES = ['img0_hello.png', 'img1_clip4str.png', 'img2_Text.png', 'img3_2024ab.png']
 ENV = {**os.environ, 'OMP_NUM_THREADS': '1'}  # see test_read.one_thread
 BATCH = 4
 CHARSET_36 = string.digits + string.ascii_lowercase
@@ -59,10 +55,8 @@ def one_thread():
 
 @pytest.fixture(scope='module')
 def fixture_images() -> list:
-    missing = [p for p in [CKPT] + [FIXTURES / n for n in IMAGE_NAMES] if not p.is_file()]
-    if missing:
-        pytest.fail(f'fixture files missing from tests/fixtures/original_tiny: {missing}')
-    return [(FIXTURES / n).read_bytes() for n in IMAGE_NAMES]
+    require_fixtures()
+    return [(FIXTURES / n).read_bytes() for n in FIXTURE_IMAGES]
 
 
 def _link(src: Path, dst: Path) -> Path:
@@ -87,7 +81,7 @@ def levenshtein(a: str, b: str) -> int:
 def _model(charset_test: str, refine_iters: int = 1):
     from strhub.models import load_from_checkpoint
 
-    return load_from_checkpoint(CKPT, charset_test=charset_test, refine_iters=refine_iters)
+    return load_from_checkpoint(FIXTURE_CKPT, charset_test=charset_test, refine_iters=refine_iters)
 
 
 def predict(images: list, charset_test: str = CHARSET_36, refine_iters: int = 1) -> list:
@@ -172,7 +166,7 @@ def _check_metrics(got: dict, want: dict) -> None:
 
 def test_tool_end_to_end(tmp_path, data):
     root, labels, preds = data
-    ckpt = _link(CKPT, tmp_path / 'clip4str_tiny.ckpt')  # the log is written next to the checkpoint
+    ckpt = _link(FIXTURE_CKPT, tmp_path / 'clip4str_tiny.ckpt')  # the log is written next to the checkpoint
     out_json, out_csv = tmp_path / 'results.json', tmp_path / 'results.csv'
     cmd = [
         sys.executable,
@@ -250,8 +244,8 @@ def test_tool_options_and_checkpoint_dir(tmp_path, data, fixture_images, capsys)
     group), --refine_iters, and a checkpoint directory (best val_accuracy in the name; last.ckpt is broken)."""
     root, labels, _ = data
     ckpts = tmp_path / 'checkpoints'
-    best = _link(CKPT, ckpts / 'epoch=3-step=40-val_accuracy=12.3400-val_NED=50.0000.ckpt')
-    _link(CKPT, ckpts / 'epoch=1-step=20-val_accuracy=9.0000-val_NED=40.0000.ckpt')
+    best = _link(FIXTURE_CKPT, ckpts / 'epoch=3-step=40-val_accuracy=12.3400-val_NED=50.0000.ckpt')
+    _link(FIXTURE_CKPT, ckpts / 'epoch=1-step=20-val_accuracy=9.0000-val_NED=40.0000.ckpt')
     (ckpts / 'last.ckpt').write_bytes(b'broken')
     tool = load_tool('test')
     argv = [
@@ -296,11 +290,11 @@ def test_tool_errors(tmp_path, data, capsys):
     with pytest.raises(CLIError, match='checkpoint not found'):
         tool.main([str(tmp_path / 'nope.ckpt'), '--data_root', str(root)])
     with pytest.raises(CLIError, match='no test directory'):
-        tool.main([str(CKPT), '--data_root', str(tmp_path)])
+        tool.main([str(FIXTURE_CKPT), '--data_root', str(tmp_path)])
     with pytest.raises(CLIError, match='name:type=value'):
-        tool.main([str(CKPT), '--data_root', str(root), 'refine_iters=0'])
+        tool.main([str(FIXTURE_CKPT), '--data_root', str(root), 'refine_iters=0'])
     with pytest.raises(SystemExit):
-        tool.main([str(CKPT), '--data_root', str(root), '--out', str(tmp_path / 'r.txt')])
+        tool.main([str(FIXTURE_CKPT), '--data_root', str(root), '--out', str(tmp_path / 'r.txt')])
     assert 'must end in .json or .csv' in capsys.readouterr().err
     proc = subprocess.run(
         [sys.executable, 'tools/test.py', str(tmp_path / 'nope.ckpt'), '--data_root', str(root)],
@@ -381,7 +375,7 @@ def test_tool_excludes_unreadable_records(tmp_path, corrupt_data, capsys):
     """A bad record is neither scored nor counted (it used to be replaced by the next readable sample: "40 samples,
     100.00%"); the skipped records are listed under the table, in the log, the JSON and the CSV."""
     root, labels, preds = corrupt_data
-    ckpt = _link(CKPT, tmp_path / 'clip4str_tiny.ckpt')
+    ckpt = _link(FIXTURE_CKPT, tmp_path / 'clip4str_tiny.ckpt')
     out_json, out_csv = tmp_path / 'r.json', tmp_path / 'r.csv'
     tool = load_tool('test')
     assert tool.main(_argv(ckpt, root) + ['--out', str(out_json), '--out', str(out_csv)]) == 0
@@ -453,10 +447,10 @@ def test_tool_bad_out_fails_before_loading(tmp_path, corrupt_data, monkeypatch):
     good = tmp_path / 'good.json'
     for bad, why in [(tmp_path / 'dir.json', 'is a directory'), (tmp_path / 'file.txt' / 'r.csv', 'not a directory')]:
         with pytest.raises(CLIError, match=re.escape(f'--out {bad}: ') + f'.*{why}'):
-            tool.main(_argv(CKPT, root) + ['--out', str(good), '--out', str(bad)])
+            tool.main(_argv(FIXTURE_CKPT, root) + ['--out', str(good), '--out', str(bad)])
     assert not good.exists()
     proc = subprocess.run(
-        [sys.executable, 'tools/test.py', *_argv(CKPT, root), '--out', str(tmp_path / 'dir.json')],
+        [sys.executable, 'tools/test.py', *_argv(FIXTURE_CKPT, root), '--out', str(tmp_path / 'dir.json')],
         capture_output=True,
         text=True,
         cwd=REPO,
@@ -481,7 +475,7 @@ def test_tool_one_failed_out_keeps_the_others(tmp_path, corrupt_data, monkeypatc
 
     monkeypatch.setattr(Evaluation, 'write', disk_full_for_csv)
     out_csv, out_json = tmp_path / 'r.csv', tmp_path / 'new' / 'dir' / 'r.json'
-    ckpt = _link(CKPT, tmp_path / 'clip4str_tiny.ckpt')  # the log is written next to the checkpoint
+    ckpt = _link(FIXTURE_CKPT, tmp_path / 'clip4str_tiny.ckpt')  # the log is written next to the checkpoint
     with pytest.raises(CLIError, match=re.escape(f'cannot write {out_csv} (No space left on device)')):
         tool.main(_argv(ckpt, root) + ['--std', '--out', str(out_csv), '--out', str(out_json)])
     assert json.loads(out_json.read_text())['sets']['IIIT5k']['num_samples'] == 2

@@ -15,7 +15,7 @@ import torch
 from hydra.utils import instantiate
 from PIL import Image
 
-from helpers import REPO
+from helpers import FIXTURE_CKPT, REPO
 
 from strhub.data.charsets import CHARSETS
 from strhub.data.synthetic import make_dataset
@@ -153,7 +153,7 @@ def test_finetune_from_an_original_release(release, tmp_path, compose_config):
     """The original's releases: its Lightning .ckpt (hyper-parameters naming a CLIP file that is not here) and the
     plain .pt state dicts without any: the network comes from the weights, and a new charset and label length map
     onto it."""
-    source = REPO / 'tests' / 'fixtures' / 'original_tiny' / 'clip4str_tiny.ckpt'
+    source = FIXTURE_CKPT
     if release == 'pt':
         path = tmp_path / 'clip4str_release.pt'
         torch.save(read_checkpoint(source)['state_dict'], path)
@@ -192,9 +192,7 @@ def test_the_training_normalisation_travels_with_the_checkpoint(tmp_path, compos
     assert read_checkpoint(out)['openai_meanstd'] is False
     blend = average_checkpoints([out, 'clip4str-tiny'], tmp_path / 'blend.ckpt')
     assert read_checkpoint(blend.path)['openai_meanstd'] is False and not blend.differing
-    release = export_checkpoint(
-        REPO / 'tests' / 'fixtures' / 'original_tiny' / 'clip4str_tiny.ckpt', tmp_path / 'o.ckpt'
-    )
+    release = export_checkpoint(FIXTURE_CKPT, tmp_path / 'o.ckpt')
     assert read_checkpoint(release)['openai_meanstd'] is True
 
     config = compose_config(['+experiment=finetune', f'pretrained={out}', 'data.openai_meanstd=true'])

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import pytorch_lightning as pl
 import torch
-from helpers import SMALL_MODEL, load_tool
+from helpers import REPO, SMALL_MODEL, load_tool
 from hydra.utils import instantiate
 from torch.utils.data import DataLoader
 
@@ -17,7 +17,6 @@ from strhub.models import CheckpointError, load_from_checkpoint
 from strhub.pretrained import CHECKPOINTS, ENV_VAR, pretrained_path
 from _cli import CLIError, resolve_checkpoint
 
-REPO = Path(__file__).resolve().parents[1]
 B16 = CHECKPOINTS['clip4str-base16x16'].file  # clip4str_base16x16_d70bde1f2d.ckpt
 DFN5B = CHECKPOINTS['clip4str-huge14x14-dfn5b'].file  # a 2024 plain state dict: clip4str_huge_3e942729b1.pt
 

@@ -1,15 +1,13 @@
 """Equivalence with the original implementation on the checkpoint it wrote (tests/fixtures/original_tiny)."""
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
 
 from strhub.models import load_from_checkpoint
 from strhub.models.parseq import gen_tgt_perms, generate_attn_masks
+from helpers import FIXTURES
 
-FIXTURES = Path(__file__).resolve().parent / 'fixtures' / 'original_tiny'  # written by the original code
 # The README's claim: logits within 1e-5 of the original's (1.9e-6 measured on an AVX2 AMD EPYC).
 LOGIT_ATOL = 1e-5
 MODES = {

@@ -13,7 +13,7 @@ from PIL import Image, ImageDraw
 pytest.importorskip('onnx')
 pytest.importorskip('onnxruntime')
 
-from helpers import SMALL_MODEL, load_tool  # noqa: E402
+from helpers import FIXTURES, FIXTURE_IMAGES, SMALL_MODEL, load_tool  # noqa: E402
 from _cli import CLIError  # noqa: E402
 
 from strhub.deploy import OnnxModelError  # noqa: E402
@@ -22,8 +22,6 @@ from strhub.deploy.onnx_runtime import OnnxRecognizer  # noqa: E402
 from strhub.models import load_from_checkpoint  # noqa: E402
 from strhub.read import TextReader  # noqa: E402
 
-FIXTURES = Path(__file__).resolve().parent / 'fixtures' / 'original_tiny'  # the original's format, 224x224 images
-FIXTURE_IMAGES = ['img0_hello.png', 'img1_clip4str.png', 'img2_Text.png', 'img3_2024ab.png']
 LOGIT_ATOL = 1e-4
 CONFIDENCE_ATOL = 1e-5
 # Short and long words beside the fixture's, so that autoregressive decoding stops early at some batch sizes and not

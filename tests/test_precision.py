@@ -1,17 +1,13 @@
 """Mixed precision for inference (test.py, read.py, TextReader, evaluate): bf16 reads what float32 reads."""
 
-from pathlib import Path
-
 import pytest
 import torch
 
 from strhub.device import PrecisionError, autocast
 from strhub.read import TextReader
 from _cli import CLIError
-from helpers import load_tool
+from helpers import FIXTURES, load_tool
 from test_pretrained import NAME, _rendered_words
-
-FIXTURES = Path(__file__).parent / 'fixtures' / 'original_tiny'
 
 
 def _words(images, precision):

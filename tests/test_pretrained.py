@@ -18,8 +18,8 @@ from strhub.models import CheckpointError, load_from_checkpoint
 from strhub.pretrained import PRETRAINED, PRETRAINED_DIR, pretrained_path
 from strhub.read import TextReader
 from _cli import CLIError, resolve_checkpoint
+from helpers import FIXTURES, REPO
 
-REPO = Path(__file__).resolve().parents[1]
 NAME = 'clip4str-tiny'
 # Word accuracy the shipped model must keep on 200 freshly rendered test-set samples (measured: 93.5% with the 21
 # font families of the development machine, the previous model 94.0%, one before it 93%; an earlier model read 87.5%
@@ -136,8 +136,7 @@ def test_reads_words_small_on_a_fixed_canvas():
     texts = [r.text for r in TextReader(NAME, device='cpu', batch_size=50, adapt_charset=True).read(images)]
     right = [t == y for t, y in zip(texts, labels)]
     assert np.mean(right) >= MIN_CANVAS_ACCURACY, [(t, y) for t, y in zip(texts, labels) if t != y][:20]
-    fixtures = REPO / 'tests' / 'fixtures' / 'original_tiny'
-    reads = TextReader(NAME, device='cpu', batch_size=1).read(sorted(fixtures.glob('img*.png')))
+    reads = TextReader(NAME, device='cpu', batch_size=1).read(sorted(FIXTURES.glob('img*.png')))
     assert [r.text for r in reads] == ['hello', 'clip4str', 'text', '2024ab']
 
 

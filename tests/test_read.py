@@ -17,12 +17,8 @@ from torchvision import transforms as T
 from strhub.device import DeviceError, select_device
 from strhub.read import ImageReadError, Reading, TextReader, load_image, to_rgb
 from _cli import CLIError, find_images, parse_model_args
-from helpers import load_tool
+from helpers import FIXTURES, FIXTURE_CKPT, FIXTURE_IMAGES, REPO, load_tool, require_fixtures
 
-REPO = Path(__file__).parents[1]
-FIXTURES = Path(__file__).resolve().parent / 'fixtures' / 'original_tiny'  # written by the original code
-CKPT = FIXTURES / 'clip4str_tiny.ckpt'
-IMAGE_NAMES = ['img0_hello.png', 'img1_clip4str.png', 'img2_Text.png', 'img3_2024ab.png']
 BACKGROUND = (235, 230, 220)  # background colour of the fixture renders
 
 
@@ -42,20 +38,18 @@ def one_thread():
 
 @pytest.fixture(scope='module')
 def fixtures() -> Path:
-    missing = [p for p in [CKPT] + [FIXTURES / n for n in IMAGE_NAMES] if not p.is_file()]
-    if missing:
-        pytest.fail(f'fixture files missing from tests/fixtures/original_tiny: {missing}')
+    require_fixtures()
     return FIXTURES
 
 
 @pytest.fixture(scope='module')
 def images(fixtures) -> list:
-    return [fixtures / n for n in IMAGE_NAMES]
+    return [fixtures / n for n in FIXTURE_IMAGES]
 
 
 @pytest.fixture(scope='module')
 def reader(fixtures) -> TextReader:
-    return TextReader(CKPT, device='cpu', batch_size=3)
+    return TextReader(FIXTURE_CKPT, device='cpu', batch_size=3)
 
 
 @pytest.fixture(scope='module')
@@ -64,7 +58,7 @@ def read_tool():
 
 
 def _src() -> Image.Image:
-    return Image.open(FIXTURES / IMAGE_NAMES[0]).convert('RGB')
+    return Image.open(FIXTURES / FIXTURE_IMAGES[0]).convert('RGB')
 
 
 @pytest.fixture(scope='module')
@@ -83,7 +77,7 @@ def messy_folder(tmp_path_factory, fixtures) -> Path:
     exif = Image.Exif()
     exif[0x0112] = 6  # orientation: stored rotated, displayed after a 90 degree clockwise turn
     src.transpose(Image.Transpose.ROTATE_90).save(root / 'sub' / 'exif.png', exif=exif)
-    (root / 'sub' / 'deeper' / 'plain.png').write_bytes((fixtures / IMAGE_NAMES[1]).read_bytes())
+    (root / 'sub' / 'deeper' / 'plain.png').write_bytes((fixtures / FIXTURE_IMAGES[1]).read_bytes())
     return root
 
 
@@ -273,7 +267,7 @@ def test_api_matches_original_read(reader, images):
     """Same as the original read.py by hand: load, test transform (bicubic resize, 0.5/0.5), one image per forward."""
     from strhub.models import load_from_checkpoint
 
-    model = load_from_checkpoint(CKPT).eval()
+    model = load_from_checkpoint(FIXTURE_CKPT).eval()
     h, w = model.hparams.img_size
     transform = T.Compose([T.Resize((h, w), T.InterpolationMode.BICUBIC), T.ToTensor(), T.Normalize(0.5, 0.5)])
     expected = []
@@ -334,10 +328,10 @@ def test_api_options(reader, images, fixtures):
     assert [r.text for r in adapted] == [adapter(r.text) for r in raw]
     assert any(r.text != adapter(r.text) for r in raw)  # the default really is the raw prediction
 
-    system = load_from_checkpoint(CKPT)
+    system = load_from_checkpoint(FIXTURE_CKPT)
     r0 = TextReader(system, device='cpu', refine_iters=0)
     assert system.model.refine_iters == 0
-    assert [r.text for r in r0.read(images)] == [r.text for r in TextReader(CKPT, refine_iters=0).read(images)]
+    assert [r.text for r in r0.read(images)] == [r.text for r in TextReader(FIXTURE_CKPT, refine_iters=0).read(images)]
     with pytest.raises(TypeError):
         TextReader(system, charset_test='abc')
     import strhub
@@ -377,16 +371,16 @@ def test_trust_is_passed_on(reader, read_tool, messy_folder, monkeypatch, capsys
         return reader.system
 
     monkeypatch.setattr(strhub.models, 'load_from_checkpoint', load)
-    TextReader(CKPT, trust=True, refine_iters=1)
-    TextReader(CKPT)
-    assert calls == [(CKPT, True, {'refine_iters': 1}), (CKPT, False, {})]
+    TextReader(FIXTURE_CKPT, trust=True, refine_iters=1)
+    TextReader(FIXTURE_CKPT)
+    assert calls == [(FIXTURE_CKPT, True, {'refine_iters': 1}), (FIXTURE_CKPT, False, {})]
     calls.clear()
     import _cli  # read.py opens its reader through _cli.open_reader
 
     monkeypatch.setattr(_cli, 'load_model', load)
     files = [str(messy_folder / 'rgba.png')]
-    assert read_tool.main([str(CKPT), *files, '--trust_checkpoint', '--device', 'cpu']) == 0
-    assert read_tool.main([str(CKPT), *files, '--device', 'cpu']) == 0
+    assert read_tool.main([str(FIXTURE_CKPT), *files, '--trust_checkpoint', '--device', 'cpu']) == 0
+    assert read_tool.main([str(FIXTURE_CKPT), *files, '--device', 'cpu']) == 0
     assert [trust for _, trust, _ in calls] == [True, False]
     capsys.readouterr()
 
@@ -404,7 +398,16 @@ def _parse_text_output(stdout: str) -> dict:
 
 
 def test_cli_folder(messy_folder, reader):
-    cmd = [sys.executable, 'tools/read.py', str(CKPT), str(messy_folder), '--device', 'cpu', '--batch_size', '3']
+    cmd = [
+        sys.executable,
+        'tools/read.py',
+        str(FIXTURE_CKPT),
+        str(messy_folder),
+        '--device',
+        'cpu',
+        '--batch_size',
+        '3',
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, env=ENV, timeout=300)
     assert proc.returncode == 0, proc.stderr
     printed = _parse_text_output(proc.stdout)
@@ -419,7 +422,7 @@ def test_cli_folder(messy_folder, reader):
 
 
 def test_cli_json_and_csv(messy_folder, reader, read_tool, capsys):
-    assert read_tool.main([str(CKPT), str(messy_folder), '--format', 'json', '--batch_size', '3']) == 0
+    assert read_tool.main([str(FIXTURE_CKPT), str(messy_folder), '--format', 'json', '--batch_size', '3']) == 0
     doc = json.loads(capsys.readouterr().out)
     assert [r['name'] for r in doc['results']] == VALID_NAMES
     api = reader.read([messy_folder / n for n in VALID_NAMES])  # same batches of 3 valid images
@@ -428,11 +431,13 @@ def test_cli_json_and_csv(messy_folder, reader, read_tool, capsys):
     assert [Path(e['path']).name for e in doc['errors']] == ['corrupt.jpg']
 
     files = [messy_folder / 'rgba.png', messy_folder / 'sub' / 'gray16.png']
-    assert read_tool.main([str(CKPT), *map(str, files), '--format', 'csv', 'refine_iters:int=0', '--adapt']) == 0
+    assert (
+        read_tool.main([str(FIXTURE_CKPT), *map(str, files), '--format', 'csv', 'refine_iters:int=0', '--adapt']) == 0
+    )
     import csv
 
     rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
-    expected = TextReader(CKPT, refine_iters=0, adapt_charset=True).read(files)
+    expected = TextReader(FIXTURE_CKPT, refine_iters=0, adapt_charset=True).read(files)
     assert [r['name'] for r in rows] == [str(f) for f in files]
     assert [r['text'] for r in rows] == [r.text for r in expected]
     assert [float(r['confidence']) for r in rows] == pytest.approx([r.confidence for r in expected], rel=1e-4)
@@ -441,9 +446,9 @@ def test_cli_json_and_csv(messy_folder, reader, read_tool, capsys):
 def test_cli_escapes_names(tmp_path, reader, read_tool, capsys):
     names = ['a\nb.png', 'tab\there.png', 'back\\slash.png', 'plain é.png']
     for n in names:
-        (tmp_path / n).write_bytes((FIXTURES / IMAGE_NAMES[0]).read_bytes())
+        (tmp_path / n).write_bytes((FIXTURES / FIXTURE_IMAGES[0]).read_bytes())
     (tmp_path / 'bad\r\nname.jpg').write_bytes(b'not an image')
-    assert read_tool.main([str(CKPT), str(tmp_path), '--device', 'cpu']) == 0
+    assert read_tool.main([str(FIXTURE_CKPT), str(tmp_path), '--device', 'cpu']) == 0
     out, err = capsys.readouterr()
     lines = out.splitlines()
     assert [line.split(': ')[0] for line in lines] == [
@@ -459,11 +464,11 @@ def test_cli_escapes_names(tmp_path, reader, read_tool, capsys):
 
 def test_cli_nothing_readable(messy_folder, read_tool, capsys):
     bad = [str(messy_folder / 'corrupt.jpg'), str(messy_folder / 'notes.txt')]
-    assert read_tool.main([str(CKPT), *bad]) == 1
+    assert read_tool.main([str(FIXTURE_CKPT), *bad]) == 1
     err = capsys.readouterr().err
     assert 'corrupt.jpg' in err and 'notes.txt' in err
     with pytest.raises(CLIError, match='no image files'):
-        read_tool.main([str(CKPT), str(messy_folder / 'nope')])
+        read_tool.main([str(FIXTURE_CKPT), str(messy_folder / 'nope')])
 
 
 def test_cli_bad_checkpoint(tmp_path, messy_folder, read_tool):

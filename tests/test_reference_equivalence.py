@@ -2,15 +2,13 @@
 straightforward one the original runs (strhub.models.clip4str.reference): the same logits, strings, losses and
 gradients, for every decoding mode, decoder depth and branch set."""
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
 from hydra.utils import instantiate
 from PIL import Image
 
-from helpers import SMALL_MODEL
+from helpers import FIXTURES, SMALL_MODEL
 
 from strhub.data.transforms import get_transform
 from strhub.models import load_from_checkpoint
@@ -23,7 +21,6 @@ SMALL = [
     'model.dropout=0',
     'model.charset_train=abcdefghij',
 ]
-FIXTURES = Path(__file__).resolve().parent / 'fixtures' / 'original_tiny'
 LABELS = ['abc', 'jihgfedcba', 'a', 'bbbb', 'cafe', 'dig', 'jab', 'bad']
 
 

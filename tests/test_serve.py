@@ -18,13 +18,13 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import pytest
 from PIL import Image
+from helpers import FIXTURES, REPO
 
 pytest.importorskip('fastapi', reason="the serve extra is not installed: pip install -e '.[serve]'")
 pytest.importorskip('uvicorn', reason="the serve extra is not installed: pip install -e '.[serve]'")
 pytest.importorskip('multipart', reason="the serve extra is not installed: pip install -e '.[serve]'")
 
-REPO = Path(__file__).resolve().parents[1]
-IMAGES = sorted((REPO / 'tests' / 'fixtures' / 'original_tiny').glob('img*.png'))
+IMAGES = sorted(FIXTURES.glob('img*.png'))
 # Small limits, so that each can be crossed cheaply.
 LIMITS = ['--max_images', '4', '--max_bytes', '200000', '--max_pixels', '1000000']
 

@@ -5,18 +5,16 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 import torch
 from hydra.utils import instantiate
 
-from helpers import SMALL_MODEL
+from helpers import REPO, SMALL_MODEL
 
 from strhub.models import load_from_checkpoint
 from strhub.models.parseq import gen_tgt_perms
 
-REPO = Path(__file__).resolve().parents[1]
 TINY = [
     *SMALL_MODEL,
     'model.batch_size=16',

@@ -15,20 +15,16 @@ from strhub.models.attention_maps import attention_maps
 from strhub.models.parseq import decoder as decoder_module
 from strhub.models.parseq.decoder import CrossAttentionRecorder
 from strhub.read import load_image
-from helpers import load_tool
+from helpers import FIXTURES, FIXTURE_CKPT, load_tool, require_fixtures
 
-FIXTURES = Path(__file__).resolve().parent / 'fixtures' / 'original_tiny'  # written by the original code
-CKPT = FIXTURES / 'clip4str_tiny.ckpt'
 IMAGE_NAMES = ['img0_hello.png', 'img2_Text.png']
 GRIDS = {'fixture': (14, 14), 'tiny': (1, 16)}
 
 
 @pytest.fixture(scope='module')
 def systems():
-    missing = [p for p in [CKPT] + [FIXTURES / n for n in IMAGE_NAMES] if not p.is_file()]
-    if missing:
-        pytest.fail(f'fixture files missing from tests/fixtures/original_tiny: {missing}')
-    return {'fixture': load_from_checkpoint(CKPT), 'tiny': load_from_checkpoint('clip4str-tiny')}
+    require_fixtures(IMAGE_NAMES)
+    return {'fixture': load_from_checkpoint(FIXTURE_CKPT), 'tiny': load_from_checkpoint('clip4str-tiny')}
 
 
 @pytest.fixture(scope='module')
@@ -156,7 +152,12 @@ def test_draw_one_panel_per_step(systems, tool, tmp_path, which):
 def test_cli_skips_bad_images(tool, tmp_path, capsys):
     (tmp_path / 'broken.png').write_bytes(b'not an image')
     out = tmp_path / 'out'
-    args = [str(CKPT), str(tmp_path / 'missing.png'), str(tmp_path / 'broken.png'), str(FIXTURES / 'img0_hello.png')]
+    args = [
+        str(FIXTURE_CKPT),
+        str(tmp_path / 'missing.png'),
+        str(tmp_path / 'broken.png'),
+        str(FIXTURES / 'img0_hello.png'),
+    ]
     assert tool.main([*args, '--out', str(out), '--device', 'cpu']) == 0
     assert [p.name for p in out.iterdir()] == ['img0_hello.png']
     stdout, stderr = capsys.readouterr()
@@ -180,12 +181,12 @@ def _fixture_images():
 @pytest.mark.parametrize(
     'args, message',
     [
-        ([str(CKPT), 'x.png', '--out', 'o', '--columns', '0'], '--columns must be >= 1 (got 0)'),
-        ([str(CKPT), '--out', 'o'], 'no image paths given'),
+        ([str(FIXTURE_CKPT), 'x.png', '--out', 'o', '--columns', '0'], '--columns must be >= 1 (got 0)'),
+        ([str(FIXTURE_CKPT), '--out', 'o'], 'no image paths given'),
         (['missing.ckpt', 'x.png', '--out', 'o'], 'checkpoint not found'),
-        ([str(CKPT), 'x.png', '--out', str(CKPT)], 'not a folder'),
-        ([str(CKPT), 'x.png', '--out', 'o', '--refine_iters', '-1'], '--refine_iters must be >= 0'),
-        ([str(CKPT), 'x.png'], 'the following arguments are required: --out'),
+        ([str(FIXTURE_CKPT), 'x.png', '--out', str(FIXTURE_CKPT)], 'not a folder'),
+        ([str(FIXTURE_CKPT), 'x.png', '--out', 'o', '--refine_iters', '-1'], '--refine_iters must be >= 0'),
+        ([str(FIXTURE_CKPT), 'x.png'], 'the following arguments are required: --out'),
     ],
 )
 def test_cli_bad_arguments(tool, capsys, args, message):
