@@ -33,13 +33,11 @@ def load_tool(name: str) -> ModuleType:
     return module
 
 
-def require_fixtures(names: list[str] = FIXTURE_IMAGES) -> list[Path]:
-    """The original's checkpoint and the images ``names``: a missing one fails the test (it must not skip it)."""
-    paths = [FIXTURE_CKPT] + [FIXTURES / n for n in names]
-    missing = [p for p in paths if not p.is_file()]
+def require_fixtures(names: list[str] = FIXTURE_IMAGES) -> None:
+    """Fails the test (never skips it) when the original's checkpoint or one of the images ``names`` is missing."""
+    missing = [p for p in [FIXTURE_CKPT] + [FIXTURES / n for n in names] if not p.is_file()]
     if missing:
         pytest.fail(f'fixture files missing from {FIXTURES}: {missing}')
-    return paths
 
 
 def read_lmdb(path: Path):
