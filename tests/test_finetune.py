@@ -153,12 +153,11 @@ def test_finetune_from_an_original_release(release, tmp_path, compose_config):
     """The original's releases: its Lightning .ckpt (hyper-parameters naming a CLIP file that is not here) and the
     plain .pt state dicts without any: the network comes from the weights, and a new charset and label length map
     onto it."""
-    source = FIXTURE_CKPT
     if release == 'pt':
         path = tmp_path / 'clip4str_release.pt'
-        torch.save(read_checkpoint(source)['state_dict'], path)
+        torch.save(read_checkpoint(FIXTURE_CKPT)['state_dict'], path)
     else:
-        path = source
+        path = FIXTURE_CKPT
     charset = CHARSETS['94_full'] + 'äöüßÄÖÜ'
     charset_file = tmp_path / 'charset.txt'  # a file: punctuation would need escaping on a Hydra command line
     charset_file.write_text(charset, encoding='utf-8')
