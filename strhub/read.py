@@ -29,6 +29,7 @@ from torch import Tensor
 from strhub.data.transforms import get_transform
 from strhub.deploy.onnx_format import OnnxModelError, is_onnx_path
 from strhub.device import autocast, select_device
+from strhub.models.second_look import SecondLookOptions, check_second_look, read_with_second_look, tensor_to_image
 
 __all__ = ['ImageReadError', 'Reading', 'TextReader', 'load_image', 'to_rgb']
 
@@ -145,6 +146,10 @@ class TextReader:
         precision: ``'32'`` (float32), ``'bf16-mixed'`` (CUDA, or CPUs with AVX512-BF16 or AMX, where it is faster) or
             ``'16-mixed'`` (CUDA): the forward pass under autocast, the decoding in float32. ONNX exports run in
             float32 only.
+        second_look: read the words read with a confidence under 0.9 again from other views of their image (cut to
+            the columns the word is in, padded, trimmed) and keep the most confident reading
+            (:mod:`strhub.models.second_look`; a ``SecondLookOptions`` sets the threshold). Not in the original: off
+            by default. PyTorch models only.
         **overrides: further ``load_from_checkpoint`` overrides (e.g. ``charset_test='...'``); only with a path.
 
     Raises:
@@ -166,6 +171,7 @@ class TextReader:
         exif: bool = True,
         trust: bool = False,
         precision: str = '32',
+        second_look: Union[bool, SecondLookOptions] = False,
         **overrides: Any,
     ) -> None:
         if batch_size < 1:
@@ -183,6 +189,8 @@ class TextReader:
                     f'{", ".join(given + sorted(overrides))}: fixed when the ONNX model {model} was exported; '
                     f're-export it with the option, e.g. tools/export.py SRC --output {model} refine_iters:int=0'
                 )
+            if second_look:
+                raise OnnxModelError(f"second_look: needs the decoders' attention, which the ONNX model {model} lacks")
             if str(precision) not in ('32', '32-true'):
                 raise OnnxModelError(f'precision {precision}: the ONNX model {model} runs in float32')
             self.onnx = OnnxRecognizer(model, onnx_providers(self.device))
@@ -208,6 +216,9 @@ class TextReader:
         self.batch_size = batch_size
         self.adapt_charset = adapt_charset
         self.exif = exif
+        self.second_look = SecondLookOptions() if second_look is True else second_look or None
+        if self.second_look is not None:
+            check_second_look(self.system)
         # The original's test-time transform: bicubic resize to exactly H x W, ToTensor, Normalize(0.5, 0.5).
         self.transform: Callable[[Image.Image], Tensor] = get_transform(self.img_size)
 
@@ -222,6 +233,11 @@ class TextReader:
             ImageReadError: unreadable file, unsupported type, dtype or shape, an image with zero width or height, or
                 a float tensor holding NaN or infinite values.
         """
+        img = self._image(item)
+        return img if isinstance(img, Tensor) else self.transform(img)
+
+    def _image(self, item: ImageInput) -> Union[Image.Image, Tensor]:
+        """An input as an RGB image, or a float tensor as the preprocessed network input (checked)."""
         if isinstance(item, (str, os.PathLike, bytes)):
             img = load_image(item, self.exif)
         elif isinstance(item, Image.Image):
@@ -247,7 +263,7 @@ class TextReader:
             img = self._from_array(item)
         else:
             raise ImageReadError(f'unsupported input type {type(item).__name__}')
-        return self.transform(img)
+        return img
 
     @staticmethod
     def _from_array(a: np.ndarray) -> Image.Image:
@@ -271,6 +287,15 @@ class TextReader:
             preds = [backend.charset_adapter(p) for p in preds]
         return [Reading(t, c) for t, c in zip(preds, confidences)]
 
+    def _read_twice(self, images: List[Union[Image.Image, Tensor]]) -> List[Reading]:
+        # A preprocessed float input is all there is of its image: its views are cut from it.
+        images = [img if isinstance(img, Image.Image) else tensor_to_image(img) for img in images]
+        with autocast(self.device, self.precision):
+            preds, confidences = read_with_second_look(self.system, images, self.transform, self.second_look)
+        if self.adapt_charset:
+            preds = [self.system.charset_adapter(p) for p in preds]
+        return [Reading(t, c) for t, c in zip(preds, confidences)]
+
     def read_batches(self, inputs: Iterable[ImageInput]) -> Iterator[List[Tuple[int, Union[Reading, ImageReadError]]]]:
         """Reads inputs ``batch_size`` at a time, not stopping at unreadable ones.
 
@@ -278,11 +303,13 @@ class TextReader:
             For each batch (in input order), ``(input index, Reading)`` for the images read and
             ``(input index, ImageReadError)`` for the inputs that could not be used.
         """
-        pending: List[Tuple[int, Tensor]] = []
+        pending: List[Tuple[int, Union[Image.Image, Tensor]]] = []
         failed: List[Tuple[int, ImageReadError]] = []
+        # With a second look the images are kept: its views are cut from them, not from the resized input.
+        load = self._image if self.second_look is not None else self.preprocess
         for i, item in enumerate(inputs):
             try:
-                pending.append((i, self.preprocess(item)))
+                pending.append((i, load(item)))
             except ImageReadError as e:
                 failed.append((i, e))
             if len(pending) == self.batch_size:
@@ -293,7 +320,10 @@ class TextReader:
 
     def _flush(self, pending, failed) -> List[Tuple[int, Union[Reading, ImageReadError]]]:
         out: List[Tuple[int, Union[Reading, ImageReadError]]] = list(failed)
-        if pending:
+        if pending and self.second_look is not None:
+            readings = self._read_twice([img for _, img in pending])
+            out += [(i, r) for (i, _), r in zip(pending, readings)]
+        elif pending:
             readings = self.read_tensor(torch.stack([t for _, t in pending]))
             out += [(i, r) for (i, _), r in zip(pending, readings)]
         return sorted(out, key=lambda t: t[0])

@@ -3,7 +3,7 @@
 
     python tools/read.py CKPT PATHS... [--format text|json|csv] [--batch_size 32] [--device auto|cpu|cuda]
                          [--refine_iters N] [--decode ar|nar] [--precision 32|bf16-mixed|16-mixed] [--threads N]
-                         [--adapt] [--trust_checkpoint] [name:type=value ...]
+                         [--adapt] [--second_look [BELOW]] [--trust_checkpoint] [name:type=value ...]
 
 PATHS are image files and folders (searched recursively). The default output is one line per image,
 ``name: text (confidence)``; ``--format json`` prints one JSON object ``{"results": [...], "errors": [...]}`` and
@@ -18,6 +18,10 @@ batched inference (``--batch_size 1`` for the original's one-image forwards, see
 output, CPU support (``--device auto`` is the default), EXIF orientation, transparency on white and 16-bit images
 scaled to 8 bits (see ``strhub.read.to_rgb``). As in the original, the text is the raw prediction over the training
 charset (case and punctuation kept) unless ``--adapt`` is given, and the model keeps the checkpoint's test charset.
+
+``--second_look`` (ours, not the original's) reads the words read with a confidence under BELOW (0.9) again from
+other views of their image (cut to the columns the word is in, padded, trimmed) and keeps the most confident reading:
+loose crops and curved words gain most (:mod:`strhub.models.second_look`). PyTorch checkpoints only.
 
 A ``.onnx`` CKPT (``tools/export.py SRC --output NAME.onnx``) runs on onnxruntime with the same results; its
 decoding options were fixed at export and it runs in float32, so ``--refine_iters``, ``--decode``, ``--precision``
@@ -81,6 +85,14 @@ def build_parser() -> ArgumentParser:
         '--adapt', action='store_true', help="map predictions onto the model's test charset (as evaluation does)"
     )
     parser.add_argument('--no_exif', action='store_true', help='ignore EXIF orientation tags')
+    parser.add_argument(
+        '--second_look',
+        nargs='?',
+        const=0.9,
+        type=float,
+        metavar='BELOW',
+        help='read the words read with a confidence under BELOW (default 0.9) again from other views of their image',
+    )
     parser.add_trust_option()
     return parser
 
@@ -118,6 +130,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         for path, reason in skipped:
             print(f'skipped {_escape(path)}: {reason}', file=sys.stderr)
         raise CLIError('no image files found', exit_code=1)
+    from strhub.models.second_look import SecondLookOptions
+
+    second_look = None if args.second_look is None else SecondLookOptions(args.second_look)
     reader = open_reader(
         checkpoint,
         args.trust_checkpoint,
@@ -127,6 +142,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         adapt_charset=args.adapt,
         exif=not args.no_exif,
         precision=args.precision,
+        second_look=second_look,
     )
 
     from tqdm import tqdm

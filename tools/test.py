@@ -5,7 +5,8 @@
                          [--batch_size 512] [--num_workers 4] [--device auto|cpu|cuda] [--precision 32|bf16-mixed]
                          [--refine_iters N] [--decode ar|nar] [--openai_meanstd] [--out results.json] [--out results.csv]
                          [--trust_checkpoint] [--clip_refine [--sample_K 5] [--sample_K2 5] [--sample_total 50]
-                         [--sample_prompt TEXT] [--alpha 0.1] [--sample_seed 0]] [name:type=value ...]
+                         [--sample_prompt TEXT] [--alpha 0.1] [--sample_seed 0]] [--second_look [BELOW]]
+                         [name:type=value ...]
 
 Test sets are LMDBs under ``DIR/test/<name>``: the standard benchmark (IIIT5k, SVT, IC13_1015, IC15_1811,
 IC15_2077, SVTP, CUTE80, HOST, WOST), with ``--new`` also ArT, COCOv1.4 and Uber, and every other LMDB directory
@@ -21,6 +22,10 @@ log and in the ``--out`` files (``num_skipped``, and ``skipped_records`` in JSON
 prediction is replaced by the best of readings drawn from its per-character distributions, scored with the model's
 own CLIP (:mod:`strhub.models.clip4str.clip_refine`). The log is then named as the original names it,
 ``<checkpoint>.log_K{K2}-{K}-{total}_prompt{prompt}_alpha{alpha}_new{True|False}.txt``.
+
+``--second_look`` is ours, not the original's: words read with a confidence under BELOW (0.9) are read again from
+other views of their image and the most confident reading is kept (:mod:`strhub.models.second_look`). The log is then
+named ``<checkpoint>.log_second_look{BELOW}_new{True|False}.txt``.
 
 Deliberate differences from the original: runs on CPU (``--device auto`` is the default, no unconditional
 ``torch.cuda.synchronize()``); a missing standard set is skipped with a note instead of crashing; extra LMDBs are
@@ -129,6 +134,14 @@ def build_parser() -> ArgumentParser:
         metavar='S',
         help='--clip_refine: seed of the draws (default: %(default)s)',
     )
+    parser.add_argument(
+        '--second_look',
+        nargs='?',
+        const=0.9,
+        type=float,
+        metavar='BELOW',
+        help='read the words read with a confidence under BELOW (default 0.9) again from other views of their image',
+    )
     return parser
 
 
@@ -145,6 +158,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         raise CLIError(f'--sample_total must be >= 1 (got {args.sample_total})')
     if not math.isfinite(args.alpha):
         raise CLIError(f'--alpha must be a finite number (got {args.alpha})')
+    if args.second_look is not None and (args.rotation or args.clip_refine):
+        raise CLIError('--second_look: not with --rotation or --clip_refine')
     outs = results_outputs(parser, args.out)
     kwargs = model_overrides(args.refine_iters, args.decode, parse_model_args(unknown))
     if args.charset_test is None:
@@ -157,6 +172,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     test_root = find_test_root(args.data_root)
 
     from strhub.evaluation import evaluate, plan_test_sets
+    from strhub.models.second_look import SecondLookOptions
 
     groups, missing = plan_test_sets(test_root, args.new, args.std)
     for s in missing:
@@ -184,6 +200,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         openai_meanstd=args.openai_meanstd,
         precision=args.precision,
         clip_refine=refine,
+        second_look=None if args.second_look is None else SecondLookOptions(args.second_look),
     )
     for s, reason in results.skipped.items():
         print(f'Test set {s} {reason}: skipped')
@@ -201,6 +218,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         settings = (
             f'K{args.sample_K2}-{args.sample_K}-{args.sample_total}_prompt{args.sample_prompt}_alpha{args.alpha}_'
         )
+    if args.second_look is not None:
+        settings = f'second_look{args.second_look}_'
     base = args.checkpoint if pretrained_path(args.checkpoint) else checkpoint
     log_path = Path(f'{base}.log_{settings}new{args.new}.txt')
     try:
@@ -219,6 +238,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     )
     if refine is not None:
         info['clip_refine'] = dataclasses.asdict(refine)
+    if args.second_look is not None:
+        info['second_look'] = args.second_look
     write_results(results, outs, info)
     return 0
 

@@ -197,7 +197,9 @@ class SceneTextDataModule(pl.LightningDataModule):
         """Restored by Lightning before the loaders are built: the next train loader resumes mid-epoch."""
         self._resume_position = state.get('train_position')
 
-    def _loader(self, dataset: Dataset, shuffle: bool, persistent: bool, sharded: bool = False) -> DataLoader:
+    def _loader(
+        self, dataset: Dataset, shuffle: bool, persistent: bool, sharded: bool = False, collate_fn=None
+    ) -> DataLoader:
         # The order is a function of (seed, epoch) alone, and so are the worker seeds (drawn from `generator`). With
         # num_workers=0 the augmentation uses the main process RNGs (seed them with pl.seed_everything). Train and
         # val loaders are sharded across processes here (the trainer runs with use_distributed_sampler=False).
@@ -217,7 +219,7 @@ class SceneTextDataModule(pl.LightningDataModule):
             num_workers=self.num_workers,
             persistent_workers=persistent and self.num_workers > 0,
             pin_memory=self.pin_memory,
-            collate_fn=self.collate_fn,
+            collate_fn=collate_fn or self.collate_fn,
             worker_init_fn=partial(seed_worker, rank=rank),
             generator=generator,
         )
@@ -234,8 +236,9 @@ class SceneTextDataModule(pl.LightningDataModule):
     def val_dataloader(self) -> DataLoader:
         return self._loader(self.val_dataset, shuffle=False, persistent=True, sharded=True)
 
-    def test_dataloaders(self, subset: Sequence[str]) -> Dict[str, DataLoader]:
+    def test_dataloaders(self, subset: Sequence[str], images: bool = False) -> Dict[str, DataLoader]:
         """One loader per test set ``<root_dir>/test/<name>`` (a single LMDB each), in ``subset`` order.
+        With ``images`` its batches are lists of the RGB images and of their labels, untransformed.
 
         Uses ``charset_test`` and 0.5/0.5 normalisation unless ``test_openai_meanstd``. Test loaders are not
         persistent (as the original): they are iterated once. ``strhub.data.test_sets`` finds the sets present.
@@ -244,10 +247,18 @@ class SceneTextDataModule(pl.LightningDataModule):
         Raises:
             FileNotFoundError: a requested test set does not exist.
         """
-        transform = get_transform(self.img_size, rotation=self.rotation, mean=self.test_mean, std=self.test_std)
+        transform = None
+        if not images:
+            transform = get_transform(self.img_size, rotation=self.rotation, mean=self.test_mean, std=self.test_std)
         root = PurePath(self.root_dir, 'test')
         datasets = {
             s: LmdbDataset(root / s, transform=transform, verify_images=True, **self._dataset_kwargs(self.charset_test))
             for s in subset
         }
-        return {k: self._loader(v, shuffle=False, persistent=False) for k, v in datasets.items()}
+        collate = _as_lists if images else None
+        return {k: self._loader(v, shuffle=False, persistent=False, collate_fn=collate) for k, v in datasets.items()}
+
+
+def _as_lists(batch):
+    images, labels = zip(*batch)
+    return list(images), list(labels)

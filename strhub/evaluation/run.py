@@ -10,12 +10,14 @@ import torch
 
 from ..data.dataset import CorruptRecordWarning, InvalidLmdbError
 from ..data.module import SceneTextDataModule
+from ..data.transforms import get_transform
 from ..device import autocast, select_device
 from .metrics import BatchResult, score_predictions
 from .report import Evaluation, SetResult
 
 if TYPE_CHECKING:  # strhub.models imports this package: no import cycle at run time
     from ..models.clip4str.clip_refine import ClipRefineOptions
+    from ..models.second_look import SecondLookOptions
 
 
 def evaluate(
@@ -30,6 +32,7 @@ def evaluate(
     progress: bool = True,
     precision: str = '32',
     clip_refine: Optional['ClipRefineOptions'] = None,
+    second_look: Optional['SecondLookOptions'] = None,
 ) -> Evaluation:
     """Evaluates ``model`` (a loaded recogniser, e.g. from ``strhub.models.load_from_checkpoint``) on test sets
     ``<data_root>/test/<name>``, as the original ``test.py``: the model's test charset and label filter, 0.5/0.5
@@ -46,12 +49,22 @@ def evaluate(
         precision: ``32`` (float32), ``bf16-mixed`` or ``16-mixed`` (CUDA), see :func:`strhub.device.autocast`.
         clip_refine: refine each prediction with the model's CLIP, as the original's ``test.py --clip_refine``
             (:mod:`strhub.models.clip4str.clip_refine`); the draws of every set start from its seed.
+        second_look: read the words read with low confidence again from other views of their image
+            (:mod:`strhub.models.second_look`, not in the original); not with ``rotation`` or ``clip_refine``.
 
     Raises:
+        ValueError: ``second_look`` with ``rotation`` or ``clip_refine``.
+        ValueError: ``second_look`` with a model other than CLIP4STR.
         strhub.device.DeviceError: ``device`` does not exist here.
         strhub.device.PrecisionError: an unknown ``precision``, or one this device cannot run.
     """
     groups = dict(groups) if isinstance(groups, dict) else {'Test': list(groups)}
+    if second_look is not None:
+        from ..models.second_look import check_second_look, read_with_second_look
+
+        if rotation or clip_refine is not None:
+            raise ValueError('second_look: not with rotation or clip_refine')
+        check_second_look(model)
     device = select_device(device)
     amp = autocast(device, precision)  # checked before any work
     model = model.to(device).eval()
@@ -69,6 +82,8 @@ def evaluate(
         rotation=rotation,
         test_openai_meanstd=openai_meanstd,
     )
+    if second_look is not None:
+        transform = get_transform(hp.img_size, mean=datamodule.test_mean, std=datamodule.test_std)
     names = list(dict.fromkeys(n for ns in groups.values() for n in ns))
     width = max(map(len, names), default=0)
     sets: Dict[str, SetResult] = {}
@@ -81,7 +96,7 @@ def evaluate(
             try:
                 with warnings.catch_warnings():
                     warnings.simplefilter('ignore', CorruptRecordWarning)  # reported with the results instead
-                    loader = datamodule.test_dataloaders([name])[name]
+                    loader = datamodule.test_dataloaders([name], images=second_look is not None)[name]
             except (OSError, InvalidLmdbError) as e:
                 skipped[name] = f'cannot be read: {e}'
                 continue
@@ -90,6 +105,10 @@ def evaluate(
             if clip_refine is not None:
                 generator = torch.Generator().manual_seed(clip_refine.seed)
             for images, labels in bar:
+                if second_look is not None:
+                    preds, confidences = read_with_second_look(model, images, transform, second_look)
+                    res += score_predictions([model.charset_adapter(p) for p in preds], confidences, labels)
+                    continue
                 images = images.to(device, non_blocking=True)
                 if clip_refine is None:
                     res += model.eval_batch(images, labels, validation=False)
