@@ -5,6 +5,7 @@ import sys
 
 import pytest
 
+from _cli import CLIError
 from helpers import load_tool
 
 bench = load_tool('bench')
@@ -63,6 +64,19 @@ def test_bench_read_smoke(tmp_path, capsys):
         assert 0 < r['median_ms'] <= r['p90_ms'] and r['images_s'] > 0
         assert r['accuracy'] >= 0.5  # the shipped model reads held-out rendered words
     assert '| clip4str-tiny | PyTorch |' in capsys.readouterr().out
+
+
+def test_bench_read_second_look_on_scene_sets(tmp_path, capsys):
+    bench_read = load_tool('bench_read')
+    out = tmp_path / 'read.json'
+    args = ['clip4str-tiny', '--second_look', '--sets', 'SynthScene/loose', '--count', '6', '--warmup', '1']
+    assert bench_read.main(args + ['--batch_size', '4', '--out', str(out)]) == 0
+    once, looked = json.loads(out.read_text())['results']
+    assert (once['reader'], looked['reader']) == ('clip4str-tiny', 'clip4str-tiny + second look')
+    assert len(looked['texts']) == 6 and looked['median_ms'] > 0
+    assert 'SynthScene/loose' in capsys.readouterr().out
+    with pytest.raises(CLIError, match='--sets'):
+        bench_read.main(['clip4str-tiny', '--sets', 'Nope', '--count', '2'])
 
 
 def test_bench_read_reports_a_broken_rapidocr():

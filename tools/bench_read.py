@@ -4,13 +4,15 @@ throughput in batches, for checkpoints and ONNX exports, beside rapidocr's text 
 
     python tools/bench_read.py clip4str-tiny tiny.onnx
     python tools/bench_read.py clip4str-tiny tiny.onnx --rapidocr /opt/rapidocr/bin/python --out read_bench.json
+    python tools/bench_read.py clip4str-tiny --second_look --sets SynthScene/mixed SynthScene/loose
 
 The images are ``--count`` held-out words of the built-in synthetic test sets (SynthWords and SynthFonts, written to
-a temporary folder as the JPEG/PNG files a user would have), so each reader's word accuracy (case-insensitive
-alphanumerics) stands beside its speed; ``--images DIR`` times your own files instead. Latency is timed per image
+a temporary folder as the JPEG/PNG files a user would have; ``--sets`` renders others, e.g. the scene-like
+``SynthScene/mixed``), so each reader's word accuracy (case-insensitive alphanumerics) stands beside its speed; ``--images DIR`` times your own files instead. Latency is timed per image
 from the path to the text (file read and decoded, resized, normalised, the model, the string) after ``--warmup``
 untimed images, as the median and the 90th percentile; throughput reads all images ``--batch_size`` at a time after
-one untimed batch. ``--threads`` applies to PyTorch, to our ONNX sessions and to rapidocr's.
+one untimed batch. ``--second_look`` times each PyTorch checkpoint again with a second look (a row of its own:
+``tools/read.py --second_look``), whose cost falls on the images read with low confidence. ``--threads`` applies to PyTorch, to our ONNX sessions and to rapidocr's.
 
 ``--rapidocr PYTHON`` names an interpreter that has rapidocr (a virtual environment of its own: its pins of
 onnxruntime and numpy need not match ours); its recogniser alone runs there (no detection, no angle classifier), one
@@ -31,12 +33,13 @@ from _rapidocr import run_rapidocr
 PNG_SIGNATURE = b'\x89PNG'
 
 
-def write_heldout_words(folder: Path, count: int, seed: int) -> Dict[str, str]:
-    """``count`` held-out test words as image files in ``folder``: {path: label}."""
-    from strhub.data.synthetic import heldout_samples
+def write_heldout_words(folder: Path, count: int, seed: int, sets: Optional[Sequence[str]] = None) -> Dict[str, str]:
+    """``count`` held-out test words (of the test splits ``sets``, by default SynthWords and SynthFonts) as image
+    files in ``folder``: {path: label}."""
+    from strhub.data.synthetic import TEST_SETS, heldout_samples
 
     labels = {}
-    for i, (data, label) in enumerate(heldout_samples(count, seed)):
+    for i, (data, label) in enumerate(heldout_samples(count, seed, sets=sets or TEST_SETS)):
         path = folder / f'{i:05d}.{"png" if data.startswith(PNG_SIGNATURE) else "jpg"}'
         path.write_bytes(data)
         labels[str(path)] = label
@@ -49,10 +52,17 @@ def latency_summary(times: Sequence[float]) -> Dict[str, float]:
     return {'median_ms': statistics.median(ms), 'p90_ms': p90, 'mean_ms': statistics.fmean(ms)}
 
 
-def bench_ours(model: str, paths: List[str], args) -> Dict[str, Any]:
+def bench_ours(model: str, paths: List[str], args, second_look: bool = False) -> Dict[str, Any]:
     from strhub.read import TextReader
 
-    reader = TextReader(model, device=args.device, batch_size=1, adapt_charset=True, trust=args.trust_checkpoint)
+    reader = TextReader(
+        model,
+        device=args.device,
+        batch_size=1,
+        adapt_charset=True,
+        trust=args.trust_checkpoint,
+        second_look=second_look,
+    )
     for path in paths[: args.warmup]:
         reader.read(path)
     texts, times = [], []
@@ -67,7 +77,7 @@ def bench_ours(model: str, paths: List[str], args) -> Dict[str, Any]:
     elapsed = time.perf_counter() - start
     backend = 'onnxruntime' if reader.onnx is not None else 'PyTorch'
     return {
-        'reader': model,
+        'reader': f'{model} + second look' if second_look else model,
         'backend': backend,
         'texts': texts,
         **latency_summary(times),
@@ -112,6 +122,12 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument('--images', metavar='DIR', help='time these image files (default: rendered held-out words)')
     parser.add_argument('--count', type=int, default=200, help='rendered words (without --images)')
     parser.add_argument('--seed', type=int, default=4321, help='seed of the rendered words')
+    parser.add_argument(
+        '--sets', nargs='+', default=None, help='test splits to render (default: SynthWords SynthFonts)'
+    )
+    parser.add_argument(
+        '--second_look', action='store_true', help='also time each PyTorch checkpoint reading with a second look'
+    )
     parser.add_argument('--warmup', type=int, default=10, help='untimed images before the latency is timed')
     parser.add_argument('--batch_size', type=int, default=64, help='images per forward pass of the throughput run')
     parser.add_argument(
@@ -142,15 +158,23 @@ def main(argv: Optional[List[str]] = None) -> int:
             source = args.images
         else:
             print(f'rendering {args.count} held-out words', flush=True)
-            labels = write_heldout_words(Path(tmp), args.count, args.seed)
+            try:
+                labels = write_heldout_words(Path(tmp), args.count, args.seed, args.sets)
+            except ValueError as e:  # an unknown test split
+                raise CLIError(f'--sets: {e}') from None
             paths = list(labels)
-            source = f'held-out synthetic words, seed {args.seed}'
+            source = (
+                f'held-out synthetic words of {" ".join(args.sets or ["SynthWords", "SynthFonts"])}, seed {args.seed}'
+            )
         results = []
         for threads in thread_counts:
             torch.set_num_threads(threads)  # before each reader is built: its ONNX sessions take torch's count
             for model in args.models:
                 print(f'timing {model}, {threads} threads', flush=True)
                 results.append({'threads': threads, **bench_ours(model, paths, args)})
+                if args.second_look and not model.lower().endswith('.onnx'):
+                    print(f'timing {model} with a second look, {threads} threads', flush=True)
+                    results.append({'threads': threads, **bench_ours(model, paths, args, second_look=True)})
             if args.rapidocr:
                 print(f'timing rapidocr, {threads} threads', flush=True)
                 results.append({'threads': threads, **bench_rapidocr(args.rapidocr, paths, threads, args)})
