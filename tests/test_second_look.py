@@ -48,8 +48,10 @@ def test_finds_the_word_in_a_loose_crop(reader):
     system = reader.system
     img = _word_at_left()
     batch = reader.transform(img)[None]
-    with torch.inference_mode(), CrossAttentionRecorder() as rec:
+    layer = system.model.visual_decoder.layers[-1]
+    with torch.inference_mode(), CrossAttentionRecorder([layer]) as rec:
         visual_logits, _ = system.model.forward_branches(batch)
+    assert rec.weights and all(lay is layer for lay, _ in rec.weights)  # the cross decoder's layers are left out
     [(lo, hi)] = text_columns(rec, system, visual_logits, SecondLookOptions().attention)
     grid_w = system.model.clip_model.visual.grid_size[1]
     # The word covers about the left quarter of the crop's width.
@@ -60,7 +62,7 @@ def test_only_more_confident_readings_replace_the_first(reader):
     images = [_word_at_left(), _word_at_left('clip'), Image.new('RGB', (100, 32), 'white')]
     first = reader.read(images)
     never = TextReader(reader.system, device='cpu', second_look=SecondLookOptions(below=0)).read(images)
-    assert never == first  # recording the attention changes nothing
+    assert never == first
     always = TextReader(reader.system, device='cpu', second_look=SecondLookOptions(below=1.01)).read(images)
     for a, f in zip(always, first):
         assert a.confidence >= f.confidence

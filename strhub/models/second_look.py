@@ -11,7 +11,8 @@ the crop cut to those columns, at two margins. Two generic views go with it: the
 neighbouring lines). The development sets of ``tools/make_synthetic_dataset.py --scene_tests`` chose them and the
 confidence threshold (README, "The tiny model on CPU").
 
-Only the words below the threshold pay for it: one more forward pass over their views.
+Only the words below the threshold pay for it: their visual branch decoded again for its attention, then one forward
+pass over their views.
 """
 
 from dataclasses import dataclass
@@ -112,6 +113,19 @@ def views(img: Image.Image, columns: Optional[Tuple[int, int]], grid_w: int) -> 
     return out
 
 
+def _columns(system, images: Tensor, threshold: float) -> List[Optional[Tuple[int, int]]]:
+    """:func:`text_columns` of a batch: its visual branch decoded again, as ``forward_branches`` decodes it, while
+    the one layer read is recorded (recording during the first read would slow every word, not just the unsure)."""
+    model = system.model
+    num_steps = model.max_label_length + 1
+    with CrossAttentionRecorder([model.visual_decoder.layers[-1]]) as rec:
+        memory = model.visual_decoder.memory_kv(model.encode(images))
+        visual_logits = model.decode(model.visual_decoder, memory, num_steps, True)
+        for _ in range(model.refine_iters):
+            visual_logits = model.refine(model.visual_decoder, visual_logits, memory, num_steps)
+    return text_columns(rec, system, visual_logits, threshold)
+
+
 @torch.inference_mode()
 def read_with_second_look(
     system, images: Sequence[Image.Image], transform, options: SecondLookOptions = SecondLookOptions()
@@ -131,18 +145,15 @@ def read_with_second_look(
     check_second_look(system)
     device = system.device
     batch = torch.stack([transform(img) for img in images]).to(device)
-    with CrossAttentionRecorder() as rec:
-        visual_logits, logits = system.model.forward_branches(batch)
-    preds, confidences = system.decode_logits(logits)
+    preds, confidences = system.decode_logits(system(batch))
     unsure = [i for i, c in enumerate(confidences) if c < options.below]
     if not unsure:
         return preds, confidences
-    columns = text_columns(rec, system, visual_logits, options.attention)
-    del rec
+    columns = _columns(system, batch[unsure], options.attention)
     grid_w = system.model.clip_model.visual.grid_size[1]
     owners, extra = [], []
-    for i in unsure:
-        for view in views(images[i], columns[i], grid_w):
+    for i, cols in zip(unsure, columns):
+        for view in views(images[i], cols, grid_w):
             owners.append(i)
             extra.append(transform(view))
     more_preds, more_confidences = system.decode_logits(system(torch.stack(extra).to(device)))

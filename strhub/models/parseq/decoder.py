@@ -13,7 +13,7 @@ tests compare against it and ``tools/bench.py --reference`` times it.
 
 import copy
 import math
-from typing import List, Optional, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -54,10 +54,14 @@ class CrossAttentionRecorder:
 
     Recording goes through a module variable, so one recorder at a time, in one thread. Outside a ``with`` block
     the decoder only checks that variable: its outputs are bit-identical.
+
+    Args:
+        layers: record only these layers (default: all).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, layers: Optional[Sequence['DecoderLayer']] = None) -> None:
         self.weights: List[Tuple['DecoderLayer', Tensor]] = []
+        self.layers = None if layers is None else {id(layer) for layer in layers}
 
     def __enter__(self) -> 'CrossAttentionRecorder':
         global _recorder
@@ -71,6 +75,8 @@ class CrossAttentionRecorder:
         _recorder = None
 
     def record(self, layer: 'DecoderLayer', x: Tensor, memory: KV) -> None:
+        if self.layers is not None and id(layer) not in self.layers:
+            return
         attn = layer.cross_attn
         d = attn.embed_dim
         q = _split_heads(F.linear(x, attn.in_proj_weight[:d], attn.in_proj_bias[:d]), attn.num_heads)
