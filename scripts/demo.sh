@@ -57,3 +57,5 @@ for name, test_set in (('clean', 'SynthFonts'), ('scene', 'SynthScene/mixed')): 
             print(f'{path.name}: ground truth {label!r}')
 PY
 python3 tools/read.py clip4str-tiny "$dir/samples" --device cpu
+echo "with a second look (unsure words read again from other views of their image):"
+python3 tools/read.py clip4str-tiny "$dir/samples" --device cpu --second_look

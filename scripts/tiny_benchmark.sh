@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The tiny model's CPU benchmark (README, "The tiny model on CPU"): how the shipped clip4str-tiny was made, in two
-# stages, then its learning curve, every test set and, with RAPIDOCR_PYTHON set to an interpreter that has rapidocr
-# (README), rapidocr's recogniser on the same sets and the two side by side.
+# stages, then its learning curve, every test set read in one look and with a second look and, with RAPIDOCR_PYTHON
+# set to an interpreter that has rapidocr (README), rapidocr's recogniser on the same sets, side by side.
 #   1. clean text: 1M clean renders, +experiment=clip4str-tiny on a 32,000-step schedule, stopped at its step-16,000
 #      snapshot (stop_at_step; 46 minutes on a 2-core Intel Xeon with AMX);
 #   2. scene-like text: 520k renders with every scene-like variation, each on a quarter of them (curved 30%, codes and
@@ -55,8 +55,13 @@ python3 tools/export.py "$run/checkpoints/steps/step=$steps.ckpt" "$run/clip4str
 python3 tools/learning_curve.py "$run" --data_root "$data" --sets SynthWords SynthFonts SynthScene/mixed \
     SynthScene/loose
 python3 tools/test.py "$run/clip4str_tiny.ckpt" --data_root "$data" --out "$run/test.json"
+# The same weights reading with a second look (README, "Reading text"): unsure words read again from other views.
+python3 tools/test.py "$run/clip4str_tiny.ckpt" --data_root "$data" --second_look --out "$run/test_second_look.json"
+tables=("$run/test.json" "$run/test_second_look.json")
+labels=("clip4str-tiny" "+ second look")
 if [ -n "${RAPIDOCR_PYTHON:-}" ]; then
     python3 tools/test_rapidocr.py "$RAPIDOCR_PYTHON" --data_root "$data" --out "$run/rapidocr.json"
-    python3 tools/results_table.py "$run/test.json" "$run/rapidocr.json" --labels "clip4str-tiny" "rapidocr 3.10" \
-        --transpose --out "$run/table.md"
+    tables+=("$run/rapidocr.json")
+    labels+=("rapidocr 3.10")
 fi
+python3 tools/results_table.py "${tables[@]}" --labels "${labels[@]}" --transpose --out "$run/table.md"
