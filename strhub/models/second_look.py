@@ -97,8 +97,7 @@ def _border_colour(img: Image.Image) -> Tuple[int, ...]:
 
 def views(img: Image.Image, columns: Optional[Tuple[int, int]], grid_w: int) -> List[Image.Image]:
     """The other views of an RGB crop: cut to the word's patch columns (margins of one and of half a patch), padded
-    with its border colour (a third of its height left and right, a sixth above and below), its middle four fifths
-    of rows."""
+    with its border colour (0.3 of its height left and right, 0.15 above and below), its middle four fifths of rows."""
     w, h = img.size
     out = []
     if columns is not None:
@@ -156,7 +155,11 @@ def read_with_second_look(
         for view in views(images[i], cols, grid_w):
             owners.append(i)
             extra.append(transform(view))
-    more_preds, more_confidences = system.decode_logits(system(torch.stack(extra).to(device)))
+    more_preds, more_confidences = [], []
+    for start in range(0, len(extra), len(images)):  # no larger batches than the caller's
+        p, c = system.decode_logits(system(torch.stack(extra[start : start + len(images)]).to(device)))
+        more_preds += p
+        more_confidences += c
     for i, p, c in zip(owners, more_preds, more_confidences):
         if c > confidences[i]:
             preds[i], confidences[i] = p, c
