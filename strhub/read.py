@@ -291,7 +291,8 @@ class TextReader:
         # A preprocessed float input is all there is of its image: its views are cut from it.
         images = [img if isinstance(img, Image.Image) else tensor_to_image(img) for img in images]
         with autocast(self.device, self.precision):
-            preds, confidences = read_with_second_look(self.system, images, self.transform, self.second_look)
+            preds, probs = read_with_second_look(self.system, images, self.transform, self.second_look)
+        confidences = [p.prod().item() for p in probs]
         if self.adapt_charset:
             preds = [self.system.charset_adapter(p) for p in preds]
         return [Reading(t, c) for t, c in zip(preds, confidences)]

@@ -33,15 +33,17 @@ def _word_at_left(text: str = 'HELLO') -> Image.Image:
 
 def test_views_cut_pad_and_trim():
     img = Image.new('RGB', (160, 40), (10, 20, 30))
-    cut, cut_closer, padded, trimmed = views(img, (4, 6), grid_w=16)
+    named = views(img, (4, 6), grid_w=16)
+    assert [name for name, _ in named] == ['cut to the word', 'cut closer', 'padded', 'rows trimmed']
+    cut, cut_closer, padded, trimmed = [view for _, view in named]
     # Columns 4..6 of 16 over 160 pixels are x 40..60; margins of one and half a column.
     assert cut.size == (40, 40) and cut_closer.size == (30, 40)
     assert padded.size == (160 + 2 * 12, 40 + 2 * 6) and padded.getpixel((0, 0)) == (10, 20, 30)
     assert trimmed.size == (160, 32)
     # No word found (an empty reading): only the generic views.
-    assert [v.size for v in views(img, None, grid_w=16)] == [padded.size, trimmed.size]
+    assert [v.size for _, v in views(img, None, grid_w=16)] == [padded.size, trimmed.size]
     # Margins never leave the image.
-    assert views(img, (0, 16), grid_w=16)[0].size == (160, 40)
+    assert views(img, (0, 16), grid_w=16)[0][1].size == (160, 40)
 
 
 def test_finds_the_word_in_a_loose_crop(reader):

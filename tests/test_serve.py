@@ -106,6 +106,7 @@ READ_PY_RUNS = {
     'batch': (),
     'single': ('--batch_size', '1'),
     'nar0': ('--batch_size', '1', '--refine_iters', '0', '--decode', 'nar'),
+    'second_look': ('--second_look', '0.95'),
 }
 
 
@@ -185,10 +186,23 @@ def test_decoding_options_per_request(server, read_py):
         ('?refine_iters=5', 'refine_iters must be an integer from 0 to 4'),
         ('?refine_iters=-1', 'refine_iters must be an integer'),
         ('?decode=beam', 'decode must be ar or nar'),
+        ('?second_look=2', 'second_look must be a confidence from 0 to 1'),
+        ('?second_look=high', "second_look must be a confidence from 0 to 1 (got 'high')"),
         ('?beam_width=3', "unknown query parameters ['beam_width']"),
     ]:
         status, body = post_files(server, [png(IMAGES[0])], query)
         assert status == 400 and message in body['error'], (query, body)
+
+
+def test_second_look_per_request(server, read_py):
+    # All images in one request, as read.py's default batch reads them: the same readings, characters and all.
+    status, body = post_files(server, [png(p) for p in IMAGES], '?second_look=0.95')
+    assert status == 200
+    assert texts_and_confidences(body['results']) == texts_and_confidences(read_py['second_look'])
+    assert texts_and_confidences(body['results']) != texts_and_confidences(read_py['batch'])  # some read again
+    for r in body['results']:
+        assert ''.join(c['char'] for c in r['characters']) == r['text']
+        assert r['confidence'] <= min(c['confidence'] for c in r['characters']) + 1e-6
 
 
 def _bad_requests() -> Dict[str, Tuple[bytes, str, int, str]]:
@@ -265,6 +279,8 @@ def test_onnx_export_options_are_fixed(tmp_path, read_py):
         assert [r['text'] for r in body['results']] == [r['text'] for r in read_py['batch']]
         status, body = post_files(url, [png(IMAGES[0])], '?refine_iters=0')
         assert status == 400 and 'refine_iters: fixed when the ONNX model was exported' in body['error']
+        status, body = post_files(url, [png(IMAGES[0])], '?second_look=0.9')
+        assert status == 400 and "second_look: needs the decoders' attention" in body['error']
 
 
 def test_cli_errors():

@@ -174,6 +174,27 @@ def test_cli_shipped_model_by_name(tool, tmp_path, capsys):
     assert "cross-modal 'clip4str'" in capsys.readouterr().out
 
 
+def test_draw_second_look_views(tool, tmp_path):
+    from strhub.models.second_look import look_again
+    from strhub.read import load_image
+
+    system = load_from_checkpoint('clip4str-tiny')
+    transform = get_transform((32, 128))
+    image = load_image(FIXTURES / 'img0_hello.png')
+    looks = look_again(system, image, transform)
+    # The word was read, so both cuts to its columns are there, then the padding and the trimmed rows.
+    assert [name for name, *_ in looks] == ['cut to the word', 'cut closer', 'padded', 'rows trimmed']
+    assert all(text and 0 < confidence <= 1 for _, _, text, confidence in looks)
+    layout = tool.draw(
+        image, attention_maps(system.model, transform(image)), tmp_path / 'a.png', second_look=(1, looks)
+    )
+    assert layout['views'] == 4 and (tmp_path / 'a.png').stat().st_size > 0
+    assert (
+        tool.main(['clip4str-tiny', str(FIXTURES), '--out', str(tmp_path / 'cli'), '--second_look', '--device', 'cpu'])
+        == 0
+    )
+
+
 def _fixture_images():
     return sorted(p.name for p in FIXTURES.glob('*.png'))
 

@@ -2,7 +2,8 @@
 """Draw where CLIP4STR looks while it reads: each decoding step's cross-attention over the image, for both branches.
 
     python tools/visualize.py CKPT IMAGES... --out DIR [--columns 8] [--device auto|cpu|cuda] [--refine_iters N]
-                              [--decode ar|nar] [--no_caption] [--no_exif] [--trust_checkpoint] [name:type=value ...]
+                              [--decode ar|nar] [--no_caption] [--second_look [BELOW]] [--no_exif] [--trust_checkpoint]
+                              [name:type=value ...]
 
 For each image, ``DIR/<name>.png``: the input image with both predictions on top; then a row of panels per branch,
 one per predicted character and one for ``[E]``, each the image under the attention of that step as a heat map
@@ -12,7 +13,9 @@ the cross-modal decoder, on the caption's text features; last, unless ``--no_cap
 attention on each caption token, a row per step. Weights are averaged over heads, in the last decoder layer; the
 text is decoded one image at a time as the model is configured (``tools/read.py --batch_size 1`` reads the same) and
 each position shows the final pass that predicted it (the last refinement pass when there is one). See
-``strhub.models.attention_maps``.
+``strhub.models.attention_maps``. With ``--second_look`` a last row shows the views a second look reads (``tools/read.py
+--second_look``, :mod:`strhub.models.second_look`), each with its reading, and the title what it would read: the most
+confident of all when the first reading's confidence is under BELOW (0.9).
 
 IMAGES are files and folders (searched recursively); unreadable images are reported and skipped. Exit code 0 when a
 figure was written, 1 when none could be, 2 for usage and checkpoint errors. Needs matplotlib (``pip install
@@ -65,6 +68,14 @@ def build_parser() -> ArgumentParser:
     parser.add_argument('--no_caption', action='store_true', help="leave out the attention on the caption's tokens")
     parser.add_argument('--device', default='auto', help='auto (CUDA if available), cpu, cuda or cuda:N')
     parser.add_decoding_options()
+    parser.add_argument(
+        '--second_look',
+        nargs='?',
+        const=0.9,
+        type=float,
+        metavar='BELOW',
+        help='also draw the views a second look reads (words under BELOW, default 0.9, are read again)',
+    )
     parser.add_argument('--no_exif', action='store_true', help='ignore EXIF orientation tags')
     parser.add_trust_option()
     return parser
@@ -76,7 +87,12 @@ def _safe(text: str) -> str:
 
 
 def draw(
-    image: 'Image.Image', maps: 'AttentionMaps', path: Path, columns: int = 8, caption: bool = True
+    image: 'Image.Image',
+    maps: 'AttentionMaps',
+    path: Path,
+    columns: int = 8,
+    caption: bool = True,
+    second_look: Optional[Tuple[float, list]] = None,
 ) -> Dict[str, int]:
     """Writes the figure of one image.
 
@@ -86,9 +102,11 @@ def draw(
         path: the PNG to write.
         columns: panels per row.
         caption: add the cross-modal decoder's attention on the caption tokens.
+        second_look: (the threshold, ``strhub.models.second_look.look_again``'s views and readings) to add their row.
 
     Returns:
-        The number of panels drawn per branch (``visual``, ``cross``) and ``caption``: 1 if that row was drawn.
+        The number of panels drawn per branch (``visual``, ``cross``), ``caption``: 1 if that row was drawn, and with
+        ``second_look`` the number of views drawn (``views``).
     """
     import matplotlib
 
@@ -107,6 +125,19 @@ def draw(
     heights = [2 * panel_h + 0.6] + [rows[key] * (panel_h + 0.6) + 0.3 for key, _, _ in branches]
     if caption:
         heights.append(0.2 * len(maps.cross.tokens) + 1.3)
+    final = maps.cross if maps.cross is not None else maps.visual
+    title = [f'{n}: {_safe(b.text)!r} ({b.confidence:.4f})' for _, n, b in branches]
+    if second_look is not None:
+        below, looks = second_look
+        heights.append(panel_h + 0.9)
+        if final.confidence < below:
+            name, _, text, confidence = max(looks, key=lambda look: look[3])
+            if confidence > final.confidence:
+                title.append(f'second look: {_safe(text)!r} ({confidence:.4f}, {name})')
+            else:
+                title.append('second look: no view read it more confidently')
+        else:
+            title.append(f'second look: not taken (confidence at least {below})')
     extent = (0, image.width, image.height, 0)  # the map's grid stretched over the whole image
     layout = {'caption': int(caption)}
     with matplotlib.rc_context({'font.size': 8}):
@@ -115,7 +146,7 @@ def draw(
         ax = sections[0].subplots()
         ax.imshow(image)
         ax.set_axis_off()
-        ax.set_title('\n'.join(f'{n}: {_safe(b.text)!r} ({b.confidence:.4f})' for _, n, b in branches), fontsize=10)
+        ax.set_title('\n'.join(title), fontsize=10)
         for section, (key, name, b) in zip(sections[1:], branches):
             section.suptitle(f'{name}: attention on the image patches, a panel per step', fontsize=9)
             axes = section.subplots(rows[key], columns, squeeze=False).ravel()
@@ -132,12 +163,21 @@ def draw(
                 ax.set_title(title)
             layout[key] = sum(bool(ax.images) for ax in axes)
         if caption:
-            ax = sections[-1].subplots()
+            ax = sections[1 + len(branches)].subplots()
             shown = ax.imshow(maps.cross.caption, cmap='viridis', aspect='auto', interpolation='nearest', vmin=0)
             ax.set_xticks(range(len(maps.caption_tokens)), [_safe(t) for t in maps.caption_tokens], rotation=45)
             ax.set_yticks(range(len(maps.cross.tokens)), [_safe(t) for t in maps.cross.tokens])
             ax.set_title("cross-modal decoder: attention on the caption's text features, a row per step")
-            sections[-1].colorbar(shown, ax=ax)
+            sections[1 + len(branches)].colorbar(shown, ax=ax)
+        if second_look is not None:
+            sections[-1].suptitle('second look: the views read again, each with its reading', fontsize=9)
+            axes = sections[-1].subplots(1, max(columns, len(looks)), squeeze=False).ravel()
+            for ax in axes:
+                ax.set_axis_off()
+            for ax, (name, view, text, confidence) in zip(axes, looks):
+                ax.imshow(view)
+                ax.set_title(f'{name}\n{_safe(text)!r} {confidence:.4f}')
+            layout['views'] = len(looks)
         fig.savefig(path, dpi=100)
         plt.close(fig)
     return layout
@@ -188,6 +228,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     from strhub.data.transforms import get_transform  # torch and the model code: after the cheap checks
     from strhub.device import select_device
     from strhub.models.attention_maps import attention_maps
+    from strhub.models.second_look import SecondLookOptions, look_again
     from strhub.read import ImageReadError, load_image
 
     device = select_device(args.device)
@@ -201,8 +242,11 @@ def main(argv: Optional[List[str]] = None) -> int:
             print(f'skipped {e}', file=sys.stderr)
             continue
         maps = attention_maps(system.model, transform(image))
+        looks = None
+        if args.second_look is not None:
+            looks = (args.second_look, look_again(system, image, transform, SecondLookOptions(args.second_look)))
         out = args.out / out_name
-        draw(image, maps, out, args.columns, caption=not args.no_caption)
+        draw(image, maps, out, args.columns, caption=not args.no_caption, second_look=looks)
         written += 1
         branches = (('visual', maps.visual), ('cross-modal', maps.cross))
         summary = [

@@ -106,7 +106,8 @@ def evaluate(
                 generator = torch.Generator().manual_seed(clip_refine.seed)
             for images, labels in bar:
                 if second_look is not None:
-                    preds, confidences = read_with_second_look(model, images, transform, second_look)
+                    preds, probs = read_with_second_look(model, images, transform, second_look)
+                    confidences = [p.prod().item() for p in probs]
                     res += score_predictions([model.charset_adapter(p) for p in preds], confidences, labels)
                     continue
                 images = images.to(device, non_blocking=True)

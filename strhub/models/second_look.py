@@ -28,6 +28,7 @@ from strhub.models.parseq.decoder import CrossAttentionRecorder
 __all__ = [
     'SecondLookOptions',
     'check_second_look',
+    'look_again',
     'read_with_second_look',
     'tensor_to_image',
     'text_columns',
@@ -95,20 +96,21 @@ def _border_colour(img: Image.Image) -> Tuple[int, ...]:
     return tuple(int(v) for v in np.median(border, axis=0))
 
 
-def views(img: Image.Image, columns: Optional[Tuple[int, int]], grid_w: int) -> List[Image.Image]:
-    """The other views of an RGB crop: cut to the word's patch columns (margins of one and of half a patch), padded
-    with its border colour (0.3 of its height left and right, 0.15 above and below), its middle four fifths of rows."""
+def views(img: Image.Image, columns: Optional[Tuple[int, int]], grid_w: int) -> List[Tuple[str, Image.Image]]:
+    """The other views of an RGB crop, named: cut to the word's patch columns (margins of one and of half a patch;
+    not when no word was read), padded with its border colour (0.3 of its height left and right, 0.15 above and
+    below), its middle four fifths of rows."""
     w, h = img.size
     out = []
     if columns is not None:
-        for margin in (1.0, 0.5):
+        for name, margin in (('cut to the word', 1.0), ('cut closer', 0.5)):
             x0 = max(0, int((columns[0] - margin) * w / grid_w))
             x1 = min(w, int(np.ceil((columns[1] + margin) * w / grid_w)))
-            out.append(img.crop((x0, 0, max(x1, x0 + 1), h)))
+            out.append((name, img.crop((x0, 0, max(x1, x0 + 1), h))))
     pad = int(round(0.3 * h))
-    out.append(ImageOps.expand(img, border=(pad, pad // 2), fill=_border_colour(img)))
+    out.append(('padded', ImageOps.expand(img, border=(pad, pad // 2), fill=_border_colour(img))))
     top, bottom = int(0.1 * h), int(np.ceil(0.9 * h))
-    out.append(img.crop((0, top, w, max(bottom, top + 1))))
+    out.append(('rows trimmed', img.crop((0, top, w, max(bottom, top + 1)))))
     return out
 
 
@@ -128,15 +130,16 @@ def _columns(system, images: Tensor, threshold: float) -> List[Optional[Tuple[in
 @torch.inference_mode()
 def read_with_second_look(
     system, images: Sequence[Image.Image], transform, options: SecondLookOptions = SecondLookOptions()
-) -> Tuple[List[str], List[float]]:
-    """Reads RGB images (full training charset, as :meth:`decode_logits`), reading the unsure ones again.
+) -> Tuple[List[str], List[Tensor]]:
+    """Reads RGB images (full training charset), reading the unsure ones again.
 
     Args:
         system: a loaded CLIP4STR system in eval mode (its device is used).
         transform: PIL image -> network input, e.g. :func:`strhub.data.transforms.get_transform`.
 
     Returns:
-        (predictions, confidences), the most confident reading of each image.
+        The most confident reading of each image, as ``tokenizer.decode`` gives them: the strings and the probability
+        of each of their characters and of the ``[E]`` (whose product is the confidence).
 
     Raises:
         ValueError: ``system`` is not a CLIP4STR model.
@@ -144,23 +147,38 @@ def read_with_second_look(
     check_second_look(system)
     device = system.device
     batch = torch.stack([transform(img) for img in images]).to(device)
-    preds, confidences = system.decode_logits(system(batch))
-    unsure = [i for i, c in enumerate(confidences) if c < options.below]
+    preds, probs = _decode(system, system(batch))
+    unsure = [i for i, p in enumerate(probs) if p.prod().item() < options.below]
     if not unsure:
-        return preds, confidences
+        return preds, probs
     columns = _columns(system, batch[unsure], options.attention)
     grid_w = system.model.clip_model.visual.grid_size[1]
     owners, extra = [], []
     for i, cols in zip(unsure, columns):
-        for view in views(images[i], cols, grid_w):
+        for _, view in views(images[i], cols, grid_w):
             owners.append(i)
             extra.append(transform(view))
-    more_preds, more_confidences = [], []
     for start in range(0, len(extra), len(images)):  # no larger batches than the caller's
-        p, c = system.decode_logits(system(torch.stack(extra[start : start + len(images)]).to(device)))
-        more_preds += p
-        more_confidences += c
-    for i, p, c in zip(owners, more_preds, more_confidences):
-        if c > confidences[i]:
-            preds[i], confidences[i] = p, c
-    return preds, confidences
+        more_preds, more_probs = _decode(system, system(torch.stack(extra[start : start + len(images)]).to(device)))
+        for i, pred, prob in zip(owners[start:], more_preds, more_probs):
+            if prob.prod().item() > probs[i].prod().item():
+                preds[i], probs[i] = pred, prob
+    return preds, probs
+
+
+def _decode(system, logits: Tensor) -> Tuple[List[str], List[Tensor]]:
+    return system.tokenizer.decode(logits.float().softmax(-1))
+
+
+@torch.inference_mode()
+def look_again(
+    system, image: Image.Image, transform, options: SecondLookOptions = SecondLookOptions()
+) -> List[Tuple[str, Image.Image, str, float]]:
+    """What a second look of one image chooses from, whatever its first reading's confidence (for
+    ``tools/visualize.py``): (name, view, text, confidence) per view."""
+    check_second_look(system)
+    device = system.device
+    [columns] = _columns(system, transform(image)[None].to(device), options.attention)
+    named = views(image, columns, system.model.clip_model.visual.grid_size[1])
+    texts, probs = _decode(system, system(torch.stack([transform(v) for _, v in named]).to(device)))
+    return [(name, view, text, p.prod().item()) for (name, view), text, p in zip(named, texts, probs)]

@@ -3,6 +3,7 @@
 import base64
 import binascii
 import json
+import math
 import re
 import time
 from contextlib import asynccontextmanager
@@ -21,7 +22,7 @@ from strhub.serve.limits import Limits, RequestError, decode_image
 
 _PAGE = Path(__file__).parent / 'static' / 'index.html'
 _DATA_URL = re.compile(r'^data:[^,]*;base64,', re.I)
-_QUERY = ('refine_iters', 'decode')
+_QUERY = ('refine_iters', 'decode', 'second_look')
 
 
 def _json_error(status: int, message: str) -> JSONResponse:
@@ -92,6 +93,8 @@ def _options(request: Request, batcher: DynamicBatcher, limits: Limits) -> Optio
     unknown = sorted(set(params) - set(_QUERY))
     if unknown:
         raise RequestError(400, f'unknown query parameters {unknown}: only {list(_QUERY)}')
+    if 'second_look' in params and batcher.reader.onnx is not None:
+        raise RequestError(400, "second_look: needs the decoders' attention, which an ONNX model does not give")
     given = [k for k in _QUERY if k in params]
     if given and batcher.reader.onnx is not None:
         raise RequestError(
@@ -112,7 +115,16 @@ def _options(request: Request, batcher: DynamicBatcher, limits: Limits) -> Optio
         if params['decode'] not in ('ar', 'nar'):
             raise RequestError(400, f'decode must be ar or nar (got {params["decode"]!r})')
         decode_ar = params['decode'] == 'ar'
-    return Options(refine_iters, decode_ar)
+    second_look = None
+    if 'second_look' in params:
+        value = params['second_look']
+        try:
+            second_look = float(value)
+        except ValueError:
+            second_look = math.nan
+        if not 0 <= second_look <= 1:
+            raise RequestError(400, f'second_look must be a confidence from 0 to 1 (got {value!r})')
+    return Options(refine_iters, decode_ar, second_look)
 
 
 def _charsets(reader: TextReader) -> Tuple[str, str]:
@@ -189,7 +201,7 @@ def create_app(
     @app.post('/read')
     async def read(request: Request) -> Dict[str, Any]:
         """Images as multipart fields named ``files`` or JSON ``{"images": [base64, ...]}``; query parameters
-        ``refine_iters`` and ``decode`` (ar|nar)."""
+        ``refine_iters``, ``decode`` (ar|nar) and ``second_look`` (read the words under this confidence again)."""
         start = time.perf_counter()
         options = _options(request, batcher, limits)
         content_type = request.headers.get('content-type', '').split(';')[0].strip().lower()
@@ -211,7 +223,9 @@ def create_app(
 
         def preprocess(name: str, data: bytes):
             t = time.perf_counter()
-            image = reader.transform(decode_image(data, name, limits, reader.exif))
+            image = decode_image(data, name, limits, reader.exif)
+            if options.second_look is None:  # with a second look the batcher cuts views from the image itself
+                image = reader.transform(image)
             return image, time.perf_counter() - t
 
         prepared = [await run_in_threadpool(preprocess, name, data) for name, data in uploads]

@@ -4,12 +4,14 @@ import asyncio
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import List, NamedTuple, Optional, Tuple
+from typing import List, NamedTuple, Optional, Tuple, Union
 
 import torch
+from PIL import Image
 from torch import Tensor
 
 from strhub.device import autocast
+from strhub.models.second_look import SecondLookOptions, read_with_second_look
 from strhub.read import TextReader
 
 
@@ -18,6 +20,7 @@ class Options(NamedTuple):
 
     refine_iters: Optional[int] = None  # None: the model's
     decode_ar: Optional[bool] = None
+    second_look: Optional[float] = None  # the confidence under which a word is read again; None: no second look
 
 
 @dataclass
@@ -34,7 +37,7 @@ class CharReading:
 
 
 class _Item(NamedTuple):
-    image: Tensor
+    image: Union[Tensor, Image.Image]  # the RGB image itself with a second look (its views are cut from it)
     options: Options
     queued: float
     future: asyncio.Future
@@ -96,8 +99,9 @@ class DynamicBatcher:
                 pass
         self._executor.shutdown(wait=True)
 
-    async def read(self, images: List[Tensor], options: Options = Options()) -> List[CharReading]:
-        """Reads preprocessed images (each (3, H, W)), batched with those of other requests; in order."""
+    async def read(self, images: List[Union[Tensor, Image.Image]], options: Options = Options()) -> List[CharReading]:
+        """Reads preprocessed images (each (3, H, W)), or with ``options.second_look`` the RGB images, batched with
+        those of other requests; in order."""
         loop = asyncio.get_running_loop()
         now = time.perf_counter()
         items = [_Item(img, options, now, loop.create_future()) for img in images]
@@ -150,17 +154,14 @@ class DynamicBatcher:
             model.refine_iters = self._defaults.refine_iters if options.refine_iters is None else options.refine_iters
             model.decode_ar = self._defaults.decode_ar if options.decode_ar is None else options.decode_ar
         # As TextReader.read_tensor (so the texts and confidences are the same), keeping each character's probability.
-        with torch.inference_mode():
-            with autocast(reader.device, reader.precision):
+        with torch.inference_mode(), autocast(reader.device, reader.precision):
+            if options.second_look is None:
                 logits = backend(torch.stack(images).to(reader.device))
-            dists = logits.float().softmax(-1)
-            texts, probs = backend.tokenizer.decode(dists)
-            ids = dists.argmax(-1).tolist()
-        tokenizer = backend.tokenizer
-        out = []
-        for text, p, row in zip(texts, probs, ids):
-            n = row.index(tokenizer.eos_id) if tokenizer.eos_id in row else len(row)
-            chars = [(tokenizer.ids_to_str([i]), c) for i, c in zip(row[:n], p[:n].tolist())]
-            out.append((text, p.prod().item(), chars))
+                texts, probs = backend.tokenizer.decode(logits.float().softmax(-1))
+            else:
+                look = SecondLookOptions(options.second_look)
+                texts, probs = read_with_second_look(reader.system, images, reader.transform, look)
+        # One token per character: the first len(text) probabilities are the characters', the next the [E]'s.
+        out = [(text, p.prod().item(), list(zip(text, p[: len(text)].tolist()))) for text, p in zip(texts, probs)]
         elapsed = time.perf_counter() - start
         return [(*r, elapsed) for r in out]
