@@ -95,6 +95,15 @@ class ArgumentParser(argparse.ArgumentParser):
             help='float32, or mixed precision: bf16-mixed (GPUs, CPUs with AVX512-BF16 or AMX), 16-mixed (GPUs)',
         )
 
+    def add_second_look_option(
+        self,
+        help: str = 'read the words read with a confidence under BELOW (default 0.9) again from other views of their '
+        'image',
+    ) -> None:
+        """``--second_look [BELOW]``: None when absent, 0.9 when given without a value
+        (:mod:`strhub.models.second_look`)."""
+        self.add_argument('--second_look', nargs='?', const=0.9, type=float, metavar='BELOW', help=help)
+
     def add_trust_option(self) -> None:
         self.add_argument(
             '--trust_checkpoint',

@@ -85,14 +85,7 @@ def build_parser() -> ArgumentParser:
         '--adapt', action='store_true', help="map predictions onto the model's test charset (as evaluation does)"
     )
     parser.add_argument('--no_exif', action='store_true', help='ignore EXIF orientation tags')
-    parser.add_argument(
-        '--second_look',
-        nargs='?',
-        const=0.9,
-        type=float,
-        metavar='BELOW',
-        help='read the words read with a confidence under BELOW (default 0.9) again from other views of their image',
-    )
+    parser.add_second_look_option()
     parser.add_trust_option()
     return parser
 

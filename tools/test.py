@@ -134,14 +134,7 @@ def build_parser() -> ArgumentParser:
         metavar='S',
         help='--clip_refine: seed of the draws (default: %(default)s)',
     )
-    parser.add_argument(
-        '--second_look',
-        nargs='?',
-        const=0.9,
-        type=float,
-        metavar='BELOW',
-        help='read the words read with a confidence under BELOW (default 0.9) again from other views of their image',
-    )
+    parser.add_second_look_option()
     return parser
 
 

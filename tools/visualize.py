@@ -68,13 +68,8 @@ def build_parser() -> ArgumentParser:
     parser.add_argument('--no_caption', action='store_true', help="leave out the attention on the caption's tokens")
     parser.add_argument('--device', default='auto', help='auto (CUDA if available), cpu, cuda or cuda:N')
     parser.add_decoding_options()
-    parser.add_argument(
-        '--second_look',
-        nargs='?',
-        const=0.9,
-        type=float,
-        metavar='BELOW',
-        help='also draw the views a second look reads (words under BELOW, default 0.9, are read again)',
+    parser.add_second_look_option(
+        'also draw the views a second look reads (words under BELOW, default 0.9, are read again)'
     )
     parser.add_argument('--no_exif', action='store_true', help='ignore EXIF orientation tags')
     parser.add_trust_option()
